@@ -1,0 +1,64 @@
+/**
+ * What the server and client need from the operating system, behind one small interface. Each
+ * OS module under `src/platform/<os>/` implements it; only those modules (their `bindings.ts`)
+ * load native code, and only when first used.
+ *
+ * @module
+ */
+
+import { createError } from '../errors.js';
+import type { SessionCredentialProvider } from '../session/credentials.js';
+import type { PeerIdentity } from '../transport/transport.js';
+
+/** The OS services Bridgekeeper uses. */
+export interface Platform {
+  /** `linux`, `darwin`, `win32`. */
+  readonly id: string;
+  /**
+   * Reads the identity of the process on the other end of a connected Unix socket, from the
+   * kernel. Used by the server on each accepted connection and by the client on the server.
+   *
+   * @throws `ERR_PEER_UNKNOWN` when the kernel does not say.
+   */
+  identifySocketPeer(fd: number): PeerIdentity;
+  /** Derives session credentials from verified peer identities. */
+  readonly credentials: SessionCredentialProvider;
+  /**
+   * Checks that the peer is still the very process that connected (alive, same start time,
+   * same executable). Called before every authorized request.
+   *
+   * @throws `ERR_PEER_CHANGED` when it is not.
+   */
+  verifyPeer(peer: PeerIdentity): Promise<void>;
+  /** Releases what an identity holds (a pidfd). Idempotent. */
+  releasePeer(peer: PeerIdentity): void;
+}
+
+let cached: Promise<Platform> | undefined;
+
+/**
+ * Loads the platform module for this OS, once. Dynamic import keeps native code out of the
+ * package root.
+ *
+ * @throws `ERR_UNSUPPORTED_PLATFORM` on an OS without a module.
+ */
+export function loadPlatform(): Promise<Platform> {
+  cached ??= (async () => {
+    switch (process.platform) {
+      case 'linux': {
+        const linux = await import('./linux/index.js');
+        return linux.createLinuxPlatform();
+      }
+      default:
+        throw createError(
+          'ERR_UNSUPPORTED_PLATFORM',
+          `Bridgekeeper has no peer-identity support for ${process.platform} yet. ` +
+            'Use the in-memory transport (bridgekeeper/testing) or pass your own platform to createServer/connect.',
+        );
+    }
+  })();
+  cached.catch(() => {
+    cached = undefined;
+  });
+  return cached;
+}
