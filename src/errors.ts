@@ -116,7 +116,11 @@ export class BridgekeeperError extends Error {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     const chain: string[] = [];
-    for (let proto = new.target; proto && proto !== Error; proto = Object.getPrototypeOf(proto)) {
+    for (
+      let proto: unknown = new.target;
+      typeof proto === 'function' && proto !== Error;
+      proto = Object.getPrototypeOf(proto)
+    ) {
       const brand = (proto as unknown as { brand?: string }).brand;
       if (brand && !chain.includes(brand)) chain.push(brand);
     }
@@ -135,6 +139,7 @@ export class BridgekeeperError extends Error {
   static override [Symbol.hasInstance](value: unknown): boolean {
     const classes = brandedClasses(value);
     if (!classes) return false;
+    // biome-ignore lint/complexity/noThisInStatic: `this` is the subclass being tested against.
     return classes.includes((this as unknown as { brand: string }).brand);
   }
 }
@@ -190,7 +195,11 @@ export class RemoteError extends BridgekeeperError {
   /** Extra JSON data the handler attached, if any. */
   readonly data: unknown;
 
-  constructor(code: string, message: string, options: BridgekeeperErrorOptions & { data?: unknown } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    options: BridgekeeperErrorOptions & { data?: unknown } = {},
+  ) {
     super(code, message, options);
     this.data = options.data;
   }
@@ -217,7 +226,11 @@ export class HandlerError extends BridgekeeperError {
   /** Extra JSON data sent to the client with the error. */
   readonly data: unknown;
 
-  constructor(code: string, message: string, options: BridgekeeperErrorOptions & { data?: unknown } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    options: BridgekeeperErrorOptions & { data?: unknown } = {},
+  ) {
     super(code, message, options);
     this.data = options.data;
   }

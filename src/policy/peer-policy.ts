@@ -11,7 +11,10 @@ import type { PeerIdentity } from '../transport/transport.js';
 /** A policy's verdict. */
 export type PolicyDecision =
   | { readonly allowed: true }
-  | { readonly allowed: false; /** Why, for the app's event and log (never sent to the peer). */ readonly reason: string };
+  | {
+      readonly allowed: false /** Why, for the app's event and log (never sent to the peer). */;
+      readonly reason: string;
+    };
 
 /** Decides whether a peer may connect. Throwing counts as a rejection. */
 export interface PeerPolicy {
@@ -20,7 +23,7 @@ export interface PeerPolicy {
   check(peer: PeerIdentity): PolicyDecision | Promise<PolicyDecision>;
 }
 
-const ALLOW: PolicyDecision = Object.freeze({ allowed: true });
+const ALLOW = Object.freeze({ allowed: true } as const);
 
 /**
  * Admits only processes of the same user as this process (same uid on Unix). A peer whose uid
@@ -37,9 +40,13 @@ export function sameUser(options: { uid?: number } = {}): PeerPolicy {
     name: 'same-user',
     check(peer) {
       if (expected === undefined) return ALLOW;
-      if (peer.uid === undefined) return { allowed: false, reason: 'the OS did not report the peer uid' };
+      if (peer.uid === undefined)
+        return { allowed: false, reason: 'the OS did not report the peer uid' };
       if (peer.uid !== expected) {
-        return { allowed: false, reason: `peer uid ${peer.uid} is not this user's uid ${expected}` };
+        return {
+          allowed: false,
+          reason: `peer uid ${peer.uid} is not this user's uid ${expected}`,
+        };
       }
       return ALLOW;
     },
@@ -61,7 +68,9 @@ export function peerPredicate(
   return {
     name,
     async check(peer) {
-      return (await predicate(peer)) ? ALLOW : { allowed: false, reason: `predicate "${name}" refused` };
+      return (await predicate(peer))
+        ? ALLOW
+        : { allowed: false, reason: `predicate "${name}" refused` };
     },
   };
 }

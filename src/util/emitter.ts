@@ -7,11 +7,8 @@
 
 import { type Disposable, toDisposable } from '../transport/transport.js';
 
-/** Map of event name → payload type. */
-export type EventMap = { [event: string]: unknown };
-
 /** @internal */
-export class Emitter<Events extends EventMap> {
+export class Emitter<Events extends object> {
   readonly #listeners = new Map<keyof Events, Set<(payload: never) => void>>();
   readonly #onListenerError: (error: unknown) => void;
 

@@ -1,0 +1,109 @@
+/**
+ * Bridgekeeper: app-integrated authorization for local CLIs and scripts.
+ *
+ * A trusted app (`createServer`) holds accounts; clients (`connect`) ask it for them over local
+ * IPC; the app identifies the caller through the kernel, places it in a terminal session, and
+ * asks the person with the OS's own prompt before that session may use an account.
+ *
+ * Importing this module loads no native code: platform modules load on first use.
+ *
+ * @packageDocumentation
+ */
+
+export type {
+  Client,
+  ClientEvents,
+  ConnectOptions,
+  PromptNotice,
+  QueuedNotice,
+  RequestOptions,
+} from './client.js';
+export { connect } from './client.js';
+export type { BridgekeeperErrorOptions, ErrorCode } from './errors.js';
+export {
+  AuthorizationError,
+  BridgekeeperError,
+  ERROR_CODES,
+  HandlerError,
+  isErrorCode,
+  PeerError,
+  PlatformError,
+  ProtocolError,
+  RemoteError,
+  TransportError,
+} from './errors.js';
+export type { Platform } from './platform/platform.js';
+export type { PeerPolicy, PolicyDecision } from './policy/peer-policy.js';
+export { peerPredicate, sameUser } from './policy/peer-policy.js';
+export type {
+  AccountRef,
+  ClientClaims,
+  ProcessDescription,
+  PromptBackend,
+  PromptOptions,
+  PromptOutcome,
+  PromptRequest,
+} from './prompt/prompt-backend.js';
+export type {
+  ClosingNoticeParams,
+  HelloParams,
+  HelloResult,
+  PromptNoticeParams,
+  QueuedNoticeParams,
+  RequestId,
+  WireError,
+} from './protocol/messages.js';
+export { METHODS, PROTOCOL_VERSION, RPC_ERROR } from './protocol/messages.js';
+export type {
+  ConnectionInfo,
+  Handler,
+  ListenOptions,
+  MethodOptions,
+  RequestContext,
+  Server,
+  ServerEvents,
+  ServerOptions,
+} from './server.js';
+export { createServer } from './server.js';
+export type {
+  AuthorizationRequest,
+  AuthorizeOptions,
+  AuthorizerEvents,
+  AuthorizerOptions,
+  DenialReason,
+  ExpiryReason,
+  GrantEvent,
+  GrantInfo,
+  RevocationReason,
+} from './session/authorizer.js';
+export {
+  Authorizer,
+  DEFAULT_DENIAL_COOLDOWN_MS,
+  DEFAULT_IDLE_TIMEOUT_MS,
+  DEFAULT_MAX_LIFETIME_MS,
+} from './session/authorizer.js';
+export type { Clock } from './session/clock.js';
+export { systemClock } from './session/clock.js';
+export type {
+  DeriveCredentialOptions,
+  SessionCredential,
+  SessionCredentialProvider,
+  SessionScope,
+} from './session/credentials.js';
+export { perProcessCredentials } from './session/peer-credentials.js';
+export type { Endpoint, PrepareEndpointOptions, ResolveEndpointOptions } from './transport/endpoint.js';
+export {
+  MAX_SOCKET_PATH_BYTES,
+  prepareEndpointDirectory,
+  resolveEndpoint,
+} from './transport/endpoint.js';
+export type {
+  CloseInfo,
+  ConnectTransportOptions,
+  Disposable,
+  Message,
+  PeerIdentity,
+  Transport,
+  TransportConnector,
+  TransportListener,
+} from './transport/transport.js';

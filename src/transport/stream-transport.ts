@@ -1,0 +1,370 @@
+/**
+ * Turns a connected Node socket (a Unix domain socket, or a Windows named pipe wrapped in a
+ * socket) into a message {@link Transport} using the frames of `framing.ts`.
+ *
+ * @module
+ */
+
+import type { Socket } from 'node:net';
+import createDebug from 'debug';
+import { BridgekeeperError, createError } from '../errors.js';
+import { checkMaxFrameBytes, encodeFrame, FrameDecoder } from './framing.js';
+import {
+  type CloseInfo,
+  type Disposable,
+  type Message,
+  type PeerIdentity,
+  type Transport,
+  toDisposable,
+} from './transport.js';
+
+const debug = createDebug('bridgekeeper:transport');
+
+/** How long {@link Transport.close} waits for the other side by default, in milliseconds. */
+export const DEFAULT_CLOSE_TIMEOUT_MS = 2000;
+
+/** Options for {@link createStreamTransport}. */
+export interface StreamTransportOptions {
+  /** The peer as the OS reported it when the socket was accepted or connected. */
+  peer?: PeerIdentity;
+  /**
+   * Largest frame payload accepted from the other side, and sent to it; default 1 MiB. A larger
+   * declared length closes the connection with `ERR_FRAME_TOO_LARGE`.
+   */
+  maxFrameBytes?: number;
+  /**
+   * How long `close()` waits for unsent data to drain and the other side to close its end
+   * before it cuts the connection; default {@link DEFAULT_CLOSE_TIMEOUT_MS}.
+   */
+  closeTimeoutMs?: number;
+}
+
+/** Messages held for a subscriber before reading pauses. */
+const MAX_QUEUED_MESSAGES = 128;
+
+/** Errors that mean the other end vanished rather than that something here broke. */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ENOTCONN', 'ETIMEDOUT']);
+
+function socketError(error: Error): Error {
+  if (error instanceof BridgekeeperError) return error;
+  const code = (error as NodeJS.ErrnoException).code;
+  if (code !== undefined && CONNECTION_LOST.has(code)) {
+    return createError(
+      'ERR_APP_UNAVAILABLE',
+      `The other end of the connection went away abruptly (${code}). ` +
+        'If it was the app, check that it is still running, then try again.',
+      { cause: error },
+    );
+  }
+  return createError(
+    'ERR_PLATFORM',
+    `The connection failed with an operating-system error (${code ?? error.message}).`,
+    { cause: error },
+  );
+}
+
+/**
+ * Reports a subscriber's exception the way an EventEmitter listener's would surface: as an
+ * uncaught exception, after the other subscribers ran.
+ *
+ * @internal
+ */
+export function reportListenerError(error: unknown): void {
+  queueMicrotask(() => {
+    throw error;
+  });
+}
+
+type State = 'open' | 'closing' | 'closed';
+
+class StreamTransport implements Transport {
+  readonly peer: PeerIdentity | undefined;
+  readonly #socket: Socket;
+  readonly #decoder: FrameDecoder;
+  readonly #maxFrameBytes: number;
+  readonly #closeTimeoutMs: number;
+  readonly #messageListeners = new Set<(message: Message) => void>();
+  readonly #closeListeners = new Set<(info: CloseInfo) => void>();
+  /** Messages decoded while nobody was subscribed. */
+  #queue: Message[] = [];
+  #flushScheduled = false;
+  /** Whether reading has begun (on the first onMessage subscription). */
+  #started = false;
+  /** Whether reading is held back because too many messages wait for a subscriber. */
+  #heldBack = false;
+  #corked = false;
+  #state: State = 'open';
+  #local = false;
+  #error: Error | undefined;
+  #info: CloseInfo | undefined;
+  #closeTimer: NodeJS.Timeout | undefined;
+  #closed: Promise<void>;
+  #resolveClosed!: () => void;
+
+  constructor(socket: Socket, options: StreamTransportOptions) {
+    this.#socket = socket;
+    this.peer = options.peer;
+    this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+    this.#decoder = new FrameDecoder({ maxFrameBytes: this.#maxFrameBytes });
+    const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+    if (!Number.isFinite(closeTimeoutMs) || closeTimeoutMs < 0) {
+      throw createError(
+        'ERR_INVALID_ARGUMENT',
+        `closeTimeoutMs must be a non-negative number of milliseconds, not ${String(closeTimeoutMs)}.`,
+      );
+    }
+    this.#closeTimeoutMs = closeTimeoutMs;
+    this.#closed = new Promise((resolve) => {
+      this.#resolveClosed = resolve;
+    });
+
+    // Not one byte is read before the first onMessage subscriber: a server checks the peer
+    // first and may drop it unread. A 'data' listener does not resume a paused socket.
+    socket.pause();
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('end', () => this.#onEnd());
+    socket.on('error', (error: Error) => {
+      this.#error ??= socketError(error);
+    });
+    socket.on('close', () => this.#finish());
+    if (socket.destroyed) {
+      this.#state = 'closing';
+      this.#error ??= createError(
+        'ERR_APP_UNAVAILABLE',
+        'The connection was already closed when it was handed over.',
+      );
+      if (socket.closed) queueMicrotask(() => this.#finish());
+    }
+  }
+
+  get closed(): boolean {
+    return this.#state !== 'open';
+  }
+
+  send(message: Message): void {
+    if (this.#state !== 'open' || this.#socket.destroyed) {
+      throw createError(
+        'ERR_TRANSPORT_CLOSED',
+        'Cannot send: the connection is closed. Open a new connection to send more messages.',
+      );
+    }
+    const frame = encodeFrame(message, this.#maxFrameBytes);
+    // Frames sent in one tick leave in one writev instead of one system call each.
+    if (!this.#corked) {
+      this.#corked = true;
+      this.#socket.cork();
+      process.nextTick(() => {
+        this.#corked = false;
+        this.#socket.uncork();
+      });
+    }
+    this.#socket.write(frame);
+  }
+
+  onMessage(listener: (message: Message) => void): Disposable {
+    if (this.#state === 'closed') return toDisposable(() => {});
+    // Wrapped so that one function subscribed twice is two subscriptions.
+    const entry = (message: Message): void => listener(message);
+    this.#messageListeners.add(entry);
+    if (this.#queue.length > 0) this.#scheduleFlush();
+    if (!this.#started) {
+      this.#started = true;
+      if (this.#state === 'open') this.#socket.resume();
+    }
+    return toDisposable(() => {
+      this.#messageListeners.delete(entry);
+    });
+  }
+
+  onClose(listener: (info: CloseInfo) => void): Disposable {
+    const info = this.#info;
+    if (info !== undefined) {
+      let active = true;
+      queueMicrotask(() => {
+        if (!active) return;
+        try {
+          listener(info);
+        } catch (error) {
+          reportListenerError(error);
+        }
+      });
+      return toDisposable(() => {
+        active = false;
+      });
+    }
+    // Wrapped so that one function subscribed twice is two subscriptions.
+    const entry = (closeInfo: CloseInfo): void => listener(closeInfo);
+    this.#closeListeners.add(entry);
+    return toDisposable(() => {
+      this.#closeListeners.delete(entry);
+    });
+  }
+
+  close(): Promise<void> {
+    if (this.#state === 'open') {
+      this.#state = 'closing';
+      this.#local = true;
+      this.#queue = [];
+      // end() flushes what was sent, then sends FIN; the other side answers with its own FIN,
+      // which only arrives if we read, so drain and discard from here on.
+      this.#socket.end();
+      this.#socket.resume();
+      this.#closeTimer = setTimeout(() => {
+        debug(
+          'close: the other side did not finish within %d ms; cutting the connection',
+          this.#closeTimeoutMs,
+        );
+        this.#socket.destroy();
+      }, this.#closeTimeoutMs);
+      this.#closeTimer.unref();
+    }
+    return this.#closed;
+  }
+
+  destroy(error?: Error): void {
+    if (this.#state === 'closed') return;
+    if (this.#state === 'open') {
+      this.#state = 'closing';
+      this.#local = true;
+    }
+    if (error !== undefined) this.#error ??= error;
+    this.#queue = [];
+    this.#socket.destroy();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#state !== 'open') return;
+    try {
+      this.#decoder.decode(chunk, this.#deliver);
+    } catch (error) {
+      // Only the decoder throws here (listener errors are reported separately): the peer broke
+      // the framing, so nothing more it sends can be trusted to line up.
+      debug('closing a connection: %s', (error as BridgekeeperError).code);
+      this.#state = 'closing';
+      this.#error ??= error as Error;
+      this.#queue = [];
+      this.#socket.destroy();
+    }
+  }
+
+  readonly #deliver = (message: Message): void => {
+    if (this.#state !== 'open') return;
+    if (this.#messageListeners.size === 0 || this.#queue.length > 0) {
+      this.#queue.push(message);
+      // Reading goes on with nobody subscribed, so a close is still noticed, but a peer that
+      // keeps sending meanwhile is held back rather than buffered without bound.
+      if (this.#queue.length >= MAX_QUEUED_MESSAGES && !this.#heldBack) {
+        this.#heldBack = true;
+        this.#socket.pause();
+      }
+      return;
+    }
+    this.#emit(message);
+  };
+
+  #emit(message: Message): void {
+    for (const listener of this.#messageListeners) {
+      try {
+        listener(message);
+      } catch (error) {
+        reportListenerError(error);
+      }
+      if (this.#state !== 'open') return;
+    }
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    // Not synchronously inside onMessage(): the subscriber has not even got its disposable yet.
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      const queue = this.#queue;
+      let index = 0;
+      while (index < queue.length && this.#messageListeners.size > 0 && this.#state === 'open') {
+        this.#emit(queue[index++]!);
+      }
+      // Whatever is left stays queued, in order, for the next subscriber.
+      if (this.#queue === queue) queue.splice(0, index);
+      if (this.#heldBack && this.#queue.length === 0 && this.#state === 'open') {
+        this.#heldBack = false;
+        this.#socket.resume();
+      }
+    });
+  }
+
+  #onEnd(): void {
+    if (this.#state === 'open') {
+      this.#state = 'closing';
+      if (this.#decoder.bufferedBytes > 0) {
+        this.#error ??= createError(
+          'ERR_PROTOCOL',
+          `The other side closed the connection in the middle of a message (${this.#decoder.bufferedBytes} bytes of it arrived). ` +
+            'It may have crashed or been killed; try again.',
+        );
+      }
+    }
+    // Node ends our side by itself unless the socket allows half-open connections.
+    if (this.#socket.allowHalfOpen) this.#socket.end();
+  }
+
+  #finish(): void {
+    if (this.#state === 'closed') return;
+    this.#state = 'closed';
+    clearTimeout(this.#closeTimer);
+    const info: CloseInfo =
+      this.#error === undefined
+        ? { local: this.#local }
+        : { error: this.#error, local: this.#local };
+    this.#info = info;
+    if (info.error)
+      debug('connection closed with %s', (info.error as BridgekeeperError).code ?? info.error.name);
+    this.#queue = [];
+    this.#messageListeners.clear();
+    const listeners = [...this.#closeListeners];
+    this.#closeListeners.clear();
+    for (const listener of listeners) {
+      try {
+        listener(info);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+    this.#resolveClosed();
+  }
+}
+
+/**
+ * Wraps a connected socket as a message {@link Transport}: 4-byte big-endian length + UTF-8
+ * JSON frames, read only once someone subscribes to messages.
+ *
+ * The socket must not be read by anyone else. It is paused here and resumed on the first
+ * `onMessage` subscription; messages that arrive while nobody is subscribed wait for the next
+ * subscriber (reading pauses while 128 are waiting). The other end
+ * closing cleanly closes the transport with no error; a reset, a frame over `maxFrameBytes`
+ * (`ERR_FRAME_TOO_LARGE`), broken framing or JSON (`ERR_PROTOCOL`) close it with that error.
+ * An exception thrown by a subscriber does not stop the transport; it is rethrown
+ * asynchronously, as an EventEmitter listener's would be.
+ *
+ * @throws `ERR_INVALID_ARGUMENT` for a bad `maxFrameBytes` or `closeTimeoutMs`.
+ * @example
+ * ```ts
+ * const socket = net.connect(path);
+ * socket.pause();
+ * socket.once('connect', () => {
+ *   const transport = createStreamTransport(socket, {});
+ *   transport.onMessage((message) => console.log(message));
+ *   transport.send({ jsonrpc: '2.0', id: 1, method: 'hello' });
+ * });
+ * ```
+ */
+export function createStreamTransport(
+  socket: Socket,
+  options: StreamTransportOptions = {},
+): Transport {
+  return new StreamTransport(socket, options);
+}

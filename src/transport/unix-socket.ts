@@ -1,0 +1,600 @@
+/**
+ * Unix domain socket transport: a listener for the app and a connector for clients.
+ *
+ * The listener publishes its socket atomically: it listens on a temporary name in the same
+ * directory and hard-links that to the final path, which fails if anything is already there.
+ * Two servers can therefore never both end up listening on the path, and one never removes the
+ * other's socket: a leftover socket is removed only after a connect to it is refused, and on
+ * close the listener unlinks the path only if it still names the very socket it published.
+ *
+ * @module
+ */
+
+import { randomBytes } from 'node:crypto';
+import { chmod, link, lstat, stat, unlink } from 'node:fs/promises';
+import net, { type Server, type Socket } from 'node:net';
+import path from 'node:path';
+import createDebug from 'debug';
+import { abortError, createError, throwIfAborted } from '../errors.js';
+import { checkSocketFile, checkSocketPathLength } from './endpoint.js';
+import { checkMaxFrameBytes } from './framing.js';
+import { createStreamTransport, reportListenerError } from './stream-transport.js';
+import {
+  type ConnectTransportOptions,
+  type Disposable,
+  type PeerIdentity,
+  type Transport,
+  type TransportConnector,
+  type TransportListener,
+  toDisposable,
+} from './transport.js';
+
+const debug = createDebug('bridgekeeper:transport');
+
+/** How long probing an existing socket may take before it counts as alive. */
+const PROBE_TIMEOUT_MS = 1000;
+
+/** Link attempts before giving up, when stale sockets keep reappearing. */
+const MAX_PUBLISH_ATTEMPTS = 3;
+
+/** Options for {@link listenUnixSocket}. */
+export interface ListenUnixSocketOptions {
+  /** Where to listen; its directory must exist (see `prepareEndpointDirectory`). */
+  path: string;
+  /**
+   * Reads the peer's identity from the kernel, synchronously, for each accepted socket before a
+   * byte is read from it. Throwing drops that connection without reporting it.
+   */
+  identify?: (socket: Socket) => PeerIdentity;
+  /**
+   * Releases what an identity from `identify` holds (a pidfd), for identities the listener
+   * makes and drops itself (probing an existing socket).
+   */
+  release?: (peer: PeerIdentity) => void;
+  /** Largest frame payload accepted from and sent to clients; default 1 MiB. */
+  maxFrameBytes?: number;
+  /** How long a connection's `close()` waits for the client to finish; default 2 s. */
+  closeTimeoutMs?: number;
+  /** Cancels setting up the listener (not the listener once it is running). */
+  signal?: AbortSignal;
+  /** The app's name, for error messages ("another instance of <name> …"). */
+  name?: string;
+}
+
+interface FileIdentity {
+  readonly dev: number;
+  readonly ino: number;
+}
+
+function errnoCode(error: unknown): string | undefined {
+  return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/**
+ * A name for the temporary socket, no longer than the final name, so that the final path
+ * fitting the OS limit means the temporary one does too.
+ */
+function temporaryPath(finalPath: string): string {
+  const length = Math.max(8, path.basename(finalPath).length);
+  const name = `.${randomBytes(length)
+    .toString('hex')
+    .slice(0, length - 1)}`;
+  return path.join(path.dirname(finalPath), name);
+}
+
+class UnixSocketListener implements TransportListener {
+  readonly address: string;
+  readonly #server: Server;
+  readonly #identify: ((socket: Socket) => PeerIdentity) | undefined;
+  readonly #transportOptions: { maxFrameBytes?: number; closeTimeoutMs?: number };
+  readonly #listeners = new Set<(transport: Transport) => void>();
+  /** Connections accepted while nobody was subscribed. */
+  #pending: Transport[] = [];
+  #flushScheduled = false;
+  #published: FileIdentity | undefined;
+  #closing: Promise<void> | undefined;
+
+  constructor(server: Server, address: string, options: ListenUnixSocketOptions) {
+    this.#server = server;
+    this.address = address;
+    this.#identify = options.identify;
+    this.#transportOptions = {};
+    if (options.maxFrameBytes !== undefined)
+      this.#transportOptions.maxFrameBytes = options.maxFrameBytes;
+    if (options.closeTimeoutMs !== undefined)
+      this.#transportOptions.closeTimeoutMs = options.closeTimeoutMs;
+    server.on('connection', (socket: Socket) => this.#accept(socket));
+    server.on('error', (error: Error) => {
+      debug('listener at %s: %s', address, errnoCode(error) ?? error.message);
+    });
+  }
+
+  /** @internal */
+  setPublished(identity: FileIdentity): void {
+    this.#published = identity;
+  }
+
+  onConnection(listener: (transport: Transport) => void): Disposable {
+    const entry = (transport: Transport): void => listener(transport);
+    this.#listeners.add(entry);
+    if (this.#pending.length > 0) this.#scheduleFlush();
+    return toDisposable(() => {
+      this.#listeners.delete(entry);
+    });
+  }
+
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #close(): Promise<void> {
+    // Stops accepting at once; the callback would wait for every open connection, which
+    // belong to their owners now, so it is not awaited.
+    this.#server.close();
+    const published = this.#published;
+    if (published !== undefined) {
+      try {
+        const stats = await lstat(this.address);
+        // Someone else may have removed our socket and published their own meanwhile.
+        if (stats.dev === published.dev && stats.ino === published.ino) await unlink(this.address);
+        else debug('close: %s is no longer our socket; leaving it', this.address);
+      } catch (error) {
+        if (errnoCode(error) !== 'ENOENT')
+          debug('close: could not remove %s: %s', this.address, errnoCode(error));
+      }
+    }
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const transport of pending) transport.destroy();
+    this.#listeners.clear();
+  }
+
+  #accept(socket: Socket): void {
+    if (this.#closing) {
+      socket.destroy();
+      return;
+    }
+    let peer: PeerIdentity | undefined;
+    if (this.#identify) {
+      try {
+        peer = this.#identify(socket);
+      } catch (error) {
+        debug(
+          'dropped a connection whose peer could not be identified: %s',
+          (error as { code?: string }).code ?? error,
+        );
+        socket.destroy();
+        return;
+      }
+    }
+    let transport: Transport;
+    try {
+      transport = createStreamTransport(
+        socket,
+        peer === undefined ? this.#transportOptions : { ...this.#transportOptions, peer },
+      );
+    } catch (error) {
+      debug('dropped a connection: %s', (error as Error).message);
+      socket.destroy();
+      return;
+    }
+    if (this.#listeners.size === 0 || this.#pending.length > 0) {
+      this.#pending.push(transport);
+      return;
+    }
+    this.#emit(transport);
+  }
+
+  #emit(transport: Transport): void {
+    for (const listener of this.#listeners) {
+      try {
+        listener(transport);
+      } catch (error) {
+        reportListenerError(error);
+      }
+    }
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => {
+      this.#flushScheduled = false;
+      while (this.#pending.length > 0 && this.#listeners.size > 0 && !this.#closing) {
+        this.#emit(this.#pending.shift()!);
+      }
+    });
+  }
+}
+
+function listenOn(
+  server: Server,
+  temporary: string,
+  finalPath: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const cleanup = (): void => {
+      server.off('listening', onListening);
+      server.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onListening = (): void => {
+      cleanup();
+      resolve();
+    };
+    const onError = (error: Error): void => {
+      cleanup();
+      const code = errnoCode(error);
+      // libuv reports a missing directory as EACCES too; that case was ruled out before.
+      const hint = code === 'EACCES' ? ' You may not create files in its directory.' : '';
+      reject(
+        createError(
+          'ERR_PLATFORM',
+          `Could not listen at ${finalPath} (${code ?? error.message}).${hint}`,
+          {
+            cause: error,
+          },
+        ),
+      );
+    };
+    const onAbort = (): void => {
+      cleanup();
+      server.close();
+      reject(abortError(signal!, 'Listening'));
+    };
+    server.once('listening', onListening);
+    server.once('error', onError);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    server.listen(temporary);
+  });
+}
+
+async function checkDirectory(finalPath: string): Promise<void> {
+  const directory = path.dirname(finalPath);
+  try {
+    if ((await stat(directory)).isDirectory()) return;
+  } catch (error) {
+    if (errnoCode(error) !== 'ENOENT') {
+      throw createError('ERR_PLATFORM', `Could not examine ${directory} (${errnoCode(error)}).`, {
+        cause: error,
+      });
+    }
+  }
+  throw createError(
+    'ERR_PLATFORM',
+    `Could not listen at ${finalPath}: the directory ${directory} does not exist. ` +
+      'Create it first (prepareEndpointDirectory does, safely).',
+  );
+}
+
+type ProbeResult = { alive: true; pid?: number } | { alive: false; gone: boolean };
+
+/** Connects to an existing socket to learn whether a server still answers there. */
+function probe(
+  socketPath: string,
+  identify: ((socket: Socket) => PeerIdentity) | undefined,
+  release: ((peer: PeerIdentity) => void) | undefined,
+): Promise<ProbeResult> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ path: socketPath });
+    socket.pause();
+    const timer = setTimeout(() => {
+      socket.destroy();
+      // Something holds the socket but does not answer: never remove what might be alive.
+      resolve({ alive: true });
+    }, PROBE_TIMEOUT_MS);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      let pid: number | undefined;
+      try {
+        const peer = identify?.(socket);
+        pid = peer?.pid;
+        if (peer) release?.(peer);
+      } catch {
+        // The pid only decorates the message.
+      }
+      socket.destroy();
+      resolve(pid === undefined ? { alive: true } : { alive: true, pid });
+    });
+    socket.once('error', (error) => {
+      clearTimeout(timer);
+      socket.destroy();
+      const code = errnoCode(error);
+      if (code === 'ECONNREFUSED') resolve({ alive: false, gone: false });
+      else if (code === 'ENOENT') resolve({ alive: false, gone: true });
+      // A full backlog means a live server that is busy.
+      else if (code === 'EAGAIN') resolve({ alive: true });
+      else {
+        reject(
+          createError(
+            'ERR_PLATFORM',
+            `Could not tell whether another instance is listening at ${socketPath} (${code ?? error.message}).`,
+            { cause: error },
+          ),
+        );
+      }
+    });
+  });
+}
+
+/** Links the listening temporary socket to its final path, dealing with what is already there. */
+async function publish(
+  temporary: string,
+  finalPath: string,
+  uid: number,
+  options: ListenUnixSocketOptions,
+): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    throwIfAborted(options.signal, 'Listening');
+    try {
+      await link(temporary, finalPath);
+      return;
+    } catch (error) {
+      if (errnoCode(error) !== 'EEXIST') {
+        throw createError(
+          'ERR_PLATFORM',
+          `Could not publish the socket at ${finalPath} (${errnoCode(error)}).`,
+          {
+            cause: error,
+          },
+        );
+      }
+    }
+    if (attempt >= MAX_PUBLISH_ATTEMPTS) {
+      throw createError(
+        'ERR_ALREADY_RUNNING',
+        `Could not take over ${finalPath}: a socket keeps reappearing there. Another instance may be starting at the same time; try again.`,
+      );
+    }
+    const existing = await checkSocketFile(finalPath, { uid });
+    if (existing === undefined) continue;
+    const state = await probe(finalPath, options.identify, options.release);
+    if (state.alive) {
+      const who = options.name ? `Another instance of ${options.name}` : 'Another instance';
+      const pid = state.pid === undefined ? '' : ` (pid ${state.pid})`;
+      throw createError(
+        'ERR_ALREADY_RUNNING',
+        `${who} is already running${pid} and listening at ${finalPath}. Use that instance, or quit it before starting a new one.`,
+      );
+    }
+    if (state.gone) continue;
+    // Refused: a socket whose server died without cleaning up. Remove exactly that one.
+    try {
+      const again = await lstat(finalPath);
+      if (again.dev === existing.dev && again.ino === existing.ino) {
+        debug('removing the stale socket at %s', finalPath);
+        await unlink(finalPath);
+      }
+    } catch (error) {
+      if (errnoCode(error) !== 'ENOENT') {
+        throw createError(
+          'ERR_PLATFORM',
+          `Could not remove the stale socket at ${finalPath} (${errnoCode(error)}).`,
+          {
+            cause: error,
+          },
+        );
+      }
+    }
+  }
+}
+
+async function removeQuietly(file: string): Promise<void> {
+  try {
+    await unlink(file);
+  } catch (error) {
+    // libuv removes the name it bound to when the server closes; either of us may be first.
+    if (errnoCode(error) !== 'ENOENT') debug('could not remove %s: %s', file, errnoCode(error));
+  }
+}
+
+/**
+ * Listens on a Unix domain socket and yields a {@link Transport} per accepted connection.
+ *
+ * Publishes the socket atomically (mode 0600, hard-linked from a temporary name), refuses to
+ * touch anything at the path that is not this user's socket, replaces a stale socket only when
+ * nothing answers on it, and on close removes the path only if it is still its own socket.
+ * Accepted sockets are not read until their transport gets an `onMessage` subscriber. Prepare
+ * the directory first with `prepareEndpointDirectory`.
+ *
+ * @throws `ERR_UNSAFE_ENDPOINT` when a regular file, a symbolic link, a directory or another
+ *   user's socket is at `path`; `ERR_ALREADY_RUNNING` when a server answers there;
+ *   `ERR_ENDPOINT_PATH_TOO_LONG`; `ERR_ABORTED`/`ERR_TIMEOUT` on `signal`; `ERR_PLATFORM` when
+ *   the OS refuses (a missing directory, no permission).
+ * @example
+ * ```ts
+ * const endpoint = resolveEndpoint('my-agent');
+ * await prepareEndpointDirectory(endpoint.directory, { base: endpoint.base });
+ * const listener = await listenUnixSocket({ path: endpoint.path, name: 'my-agent' });
+ * listener.onConnection((transport) => {
+ *   transport.onMessage((message) => transport.send({ echo: message }));
+ * });
+ * ```
+ */
+export async function listenUnixSocket(
+  options: ListenUnixSocketOptions,
+): Promise<TransportListener> {
+  if (!options || typeof options.path !== 'string' || options.path.length === 0) {
+    throw createError('ERR_INVALID_ARGUMENT', 'listenUnixSocket needs the socket `path`.');
+  }
+  throwIfAborted(options.signal, 'Listening');
+  checkMaxFrameBytes(options.maxFrameBytes);
+  const uid = process.getuid?.();
+  if (uid === undefined) {
+    throw createError(
+      'ERR_UNSUPPORTED_PLATFORM',
+      'Unix domain sockets are not available here; on Windows, use a named pipe.',
+    );
+  }
+  const finalPath = path.resolve(options.path);
+  checkSocketPathLength(finalPath);
+  const temporary = temporaryPath(finalPath);
+  checkSocketPathLength(
+    temporary,
+    process.platform,
+    'Use a longer socket file name or a shorter directory.',
+  );
+
+  await checkDirectory(finalPath);
+  throwIfAborted(options.signal, 'Listening');
+
+  const server = net.createServer({ pauseOnConnect: true });
+  const listener = new UnixSocketListener(server, finalPath, options);
+  let bound = false;
+  try {
+    await listenOn(server, temporary, finalPath, options.signal);
+    bound = true;
+    // Before the socket has its public name: nobody else may ever connect through it.
+    await chmod(temporary, 0o600);
+    const stats = await lstat(temporary);
+    await publish(temporary, finalPath, uid, options);
+    listener.setPublished({ dev: stats.dev, ino: stats.ino });
+    await removeQuietly(temporary);
+  } catch (error) {
+    server.close();
+    if (bound) await removeQuietly(temporary);
+    throw error;
+  }
+  debug('listening at %s', finalPath);
+  return listener;
+}
+
+function connectError(socketPath: string, error: Error): Error {
+  const code = errnoCode(error);
+  let message: string;
+  switch (code) {
+    case 'ENOENT':
+    case 'ECONNREFUSED':
+    case 'ENOTSOCK':
+    case 'ENOTDIR':
+      message = `Nothing is listening at ${socketPath}. Start the app, then try again.`;
+      break;
+    case 'EACCES':
+    case 'EPERM':
+      message =
+        `Permission denied connecting to ${socketPath}: the app may be running as another user. ` +
+        'Start it as yourself, then try again.';
+      break;
+    case 'EAGAIN':
+      message = `The app at ${socketPath} is too busy to accept a connection. Try again in a moment.`;
+      break;
+    default:
+      message = `Could not connect to the app at ${socketPath} (${code ?? error.message}). Check that it is running, then try again.`;
+  }
+  return createError('ERR_APP_UNAVAILABLE', message, { cause: error });
+}
+
+/** Options for {@link connectUnixSocket} and {@link unixSocketConnector}. */
+export interface ConnectUnixSocketOptions {
+  /** Cancels connecting; the socket is destroyed. */
+  signal?: AbortSignal;
+  /**
+   * Checks the server through the kernel on the connected socket before anything is sent, and
+   * returns its identity for `transport.peer`. Throw (e.g. `ERR_SERVER_REJECTED`) to refuse it.
+   */
+  identify?: (socket: Socket) => PeerIdentity;
+  /** Largest frame payload accepted from and sent to the server; default 1 MiB. */
+  maxFrameBytes?: number;
+  /** How long `close()` waits for the server to finish; default 2 s. */
+  closeTimeoutMs?: number;
+}
+
+/**
+ * Connects to a Unix domain socket and returns it as a {@link Transport}.
+ *
+ * @throws `ERR_APP_UNAVAILABLE` when nothing listens at `path` (the OS error is the `cause`);
+ *   `ERR_ABORTED`/`ERR_TIMEOUT` on `signal`; `ERR_ENDPOINT_PATH_TOO_LONG`; whatever `identify`
+ *   throws.
+ * @example
+ * ```ts
+ * const transport = await connectUnixSocket(resolveEndpoint('my-agent').path, {
+ *   signal: AbortSignal.timeout(5000),
+ * });
+ * transport.onMessage((message) => console.log(message));
+ * transport.send({ jsonrpc: '2.0', id: 1, method: 'hello' });
+ * ```
+ */
+export function connectUnixSocket(
+  socketPath: string,
+  options: ConnectUnixSocketOptions = {},
+): Promise<Transport> {
+  const { signal, identify } = options;
+  try {
+    if (typeof socketPath !== 'string' || socketPath.length === 0) {
+      throw createError('ERR_INVALID_ARGUMENT', 'connectUnixSocket needs the socket path.');
+    }
+    throwIfAborted(signal, `Connecting to ${socketPath}`);
+    checkSocketPathLength(socketPath);
+    checkMaxFrameBytes(options.maxFrameBytes);
+  } catch (error) {
+    return Promise.reject(error);
+  }
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ path: socketPath });
+    // Paused before it connects, so Node does not start reading when it does.
+    socket.pause();
+    const cleanup = (): void => {
+      socket.off('connect', onConnect);
+      socket.off('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    const onConnect = (): void => {
+      cleanup();
+      let peer: PeerIdentity | undefined;
+      try {
+        if (identify) peer = identify(socket);
+        const transportOptions: Parameters<typeof createStreamTransport>[1] = {};
+        if (peer !== undefined) transportOptions.peer = peer;
+        if (options.maxFrameBytes !== undefined)
+          transportOptions.maxFrameBytes = options.maxFrameBytes;
+        if (options.closeTimeoutMs !== undefined)
+          transportOptions.closeTimeoutMs = options.closeTimeoutMs;
+        resolve(createStreamTransport(socket, transportOptions));
+      } catch (error) {
+        socket.destroy();
+        reject(error);
+      }
+    };
+    const onError = (error: Error): void => {
+      cleanup();
+      socket.destroy();
+      reject(connectError(socketPath, error));
+    };
+    const onAbort = (): void => {
+      cleanup();
+      socket.destroy();
+      reject(abortError(signal!, `Connecting to ${socketPath}`));
+    };
+    socket.once('connect', onConnect);
+    socket.once('error', onError);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * A {@link TransportConnector} for Unix domain sockets, with defaults for every connection.
+ *
+ * @example
+ * ```ts
+ * const connector = unixSocketConnector({ maxFrameBytes: 256 * 1024 });
+ * const transport = await connector.connect('/run/user/1000/my-agent/agent.sock');
+ * ```
+ */
+export function unixSocketConnector(
+  defaults: Omit<ConnectUnixSocketOptions, 'signal'> = {},
+): TransportConnector {
+  return {
+    connect(address: string, options: ConnectTransportOptions = {}): Promise<Transport> {
+      return connectUnixSocket(
+        address,
+        options.signal ? { ...defaults, signal: options.signal } : defaults,
+      );
+    },
+  };
+}

@@ -1,0 +1,79 @@
+import { readFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ERROR_CODES } from 'bridgekeeper';
+import { describe, expect, it } from 'vitest';
+
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Follows static imports from an entry file; dynamic import() is how platform code loads lazily. */
+function staticImportClosure(entry: string): Set<string> {
+  const seen = new Set<string>();
+  const queue = [resolve(root, entry)];
+  while (queue.length > 0) {
+    const file = queue.pop()!;
+    if (seen.has(file)) continue;
+    seen.add(file);
+    const source = readFileSync(file, 'utf8');
+    for (const match of source.matchAll(/^\s*(?:import|export)\s[^;]*?from\s+'([^']+)'/gm)) {
+      const specifier = match[1]!;
+      if (specifier.startsWith('.')) {
+        queue.push(resolve(dirname(file), specifier.replace(/\.js$/, '.ts')));
+      } else {
+        seen.add(`pkg:${specifier}`);
+      }
+    }
+  }
+  return seen;
+}
+
+describe('package root', () => {
+  it.each(['src/index.ts', 'src/testing.ts'])(
+    '%s loads no native code and no platform module statically',
+    (entry) => {
+      const closure = [...staticImportClosure(entry)];
+      expect(closure.filter((file) => file.includes('koffi'))).toEqual([]);
+      expect(closure.filter((file) => /src\/platform\/(linux|darwin|win32)\//.test(file))).toEqual(
+        [],
+      );
+      // Sanity: the walk does see the modules it should.
+      expect(
+        closure.some(
+          (file) => file.endsWith('src/server.ts') || file.endsWith('src/prompt/scripted.ts'),
+        ),
+      ).toBe(true);
+    },
+  );
+
+  it('pins the list of error codes (codes are only ever added)', () => {
+    expect(Object.keys(ERROR_CODES)).toEqual([
+      'ERR_INVALID_ARGUMENT',
+      'ERR_CLOSED',
+      'ERR_ABORTED',
+      'ERR_TIMEOUT',
+      'ERR_APP_UNAVAILABLE',
+      'ERR_ALREADY_RUNNING',
+      'ERR_UNSAFE_ENDPOINT',
+      'ERR_ENDPOINT_PATH_TOO_LONG',
+      'ERR_FRAME_TOO_LARGE',
+      'ERR_TRANSPORT_CLOSED',
+      'ERR_CONNECTION_LIMIT',
+      'ERR_PROTOCOL',
+      'ERR_UNSUPPORTED_VERSION',
+      'ERR_METHOD_NOT_FOUND',
+      'ERR_INVALID_PARAMS',
+      'ERR_INTERNAL',
+      'ERR_PEER_REJECTED',
+      'ERR_PEER_CHANGED',
+      'ERR_PEER_UNKNOWN',
+      'ERR_SERVER_REJECTED',
+      'ERR_AUTHORIZATION_DENIED',
+      'ERR_AUTHORIZATION_CANCELLED',
+      'ERR_AUTHORIZATION_COOLDOWN',
+      'ERR_PROMPT_UNAVAILABLE',
+      'ERR_PROMPT_FAILED',
+      'ERR_UNSUPPORTED_PLATFORM',
+      'ERR_PLATFORM',
+    ]);
+  });
+});
