@@ -1,0 +1,249 @@
+/**
+ * End to end over real Unix sockets, with the app and its clients as separate real processes:
+ * clients in real ptys, under setsid, an app that is SIGKILLed or restarted, and a squatter of
+ * another user on the app's path.
+ */
+
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { BridgekeeperError, connect, createServer } from 'bridgekeeper';
+import { ScriptedPromptBackend } from 'bridgekeeper/testing';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+const tsx = createRequire(import.meta.url).resolve('tsx');
+const fixture = (name: string) =>
+  fileURLToPath(new URL(`../fixtures/integration/${name}`, import.meta.url));
+const isRoot = process.getuid?.() === 0;
+const has = (command: string) => {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+};
+const hasScript = has('script');
+const hasSetpriv = has('setpriv');
+const quote = (value: string) => `'${value.replaceAll("'", "'\\''")}'`;
+
+let dir: string;
+let socketPath: string;
+const children: ChildProcess[] = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), 'bk-int-'));
+  chmodSync(dir, 0o700);
+  socketPath = join(dir, 'agent.sock');
+});
+
+afterEach(() => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+interface App {
+  child: ChildProcess;
+  prompts: string[];
+  exited: Promise<void>;
+}
+
+async function startApp(): Promise<App> {
+  const child = spawn(process.execPath, ['--import', tsx, fixture('app.ts'), socketPath], {
+    stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
+  });
+  children.push(child);
+  const prompts: string[] = [];
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    for (const line of chunk.split('\n'))
+      if (line.startsWith('PROMPT ')) prompts.push(line.slice(7));
+  });
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  await new Promise<void>((resolve, reject) => {
+    child.once('message', () => resolve());
+    child.once('exit', (code) => reject(new Error(`app exited early (${code})`)));
+  });
+  return { child, prompts, exited };
+}
+
+interface ClientResult {
+  ok: boolean;
+  result?: { session: string; scope: string };
+  session?: { id: string; scope: string };
+  code?: string;
+}
+
+const clientCommand = (method: string) =>
+  `${quote(process.execPath)} --import ${quote(tsx)} ${quote(fixture('client.ts'))} ${quote(socketPath)} ${method}`;
+
+/** Runs a shell command line inside a fresh real pty; returns the JSON lines the clients printed. */
+function inPty(commandLine: string): Promise<ClientResult[]> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('script', ['-qfec', commandLine, '/dev/null'], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    children.push(child);
+    let output = '';
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      output += chunk;
+    });
+    child.once('error', reject);
+    child.once('exit', () =>
+      resolve(
+        output
+          .split(/\r?\n/)
+          .filter((line) => line.startsWith('{'))
+          .map((line) => JSON.parse(line) as ClientResult),
+      ),
+    );
+  });
+}
+
+describe('real app process, real clients', () => {
+  it('rejects a pending request with ERR_APP_UNAVAILABLE within a second of the app being SIGKILLed', async () => {
+    const app = await startApp();
+    const client = await connect({ app: 'bk-integration', path: socketPath });
+    expect(client.serverPeer?.pid).toBe(app.child.pid);
+    const pending = client.request('hang');
+    const outcome = pending.then(
+      () => 'resolved',
+      (error: unknown) => error,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const killedAt = performance.now();
+    app.child.kill('SIGKILL');
+    const error = await outcome;
+    const elapsed = performance.now() - killedAt;
+    expect(error).toBeInstanceOf(BridgekeeperError);
+    expect((error as BridgekeeperError).code).toBe('ERR_APP_UNAVAILABLE');
+    expect(elapsed).toBeLessThan(1_000);
+  });
+
+  it('says how to start the app when it is not running (no socket, and a stale socket)', async () => {
+    const missing = await connect({
+      app: 'bk-integration',
+      path: socketPath,
+      unavailableHint: 'Start it with: bk serve',
+    }).catch((error: unknown) => error as BridgekeeperError);
+    expect(missing).toMatchObject({ code: 'ERR_APP_UNAVAILABLE' });
+    expect((missing as Error).message).toContain('Start it with: bk serve');
+    const app = await startApp();
+    app.child.kill('SIGKILL');
+    await app.exited;
+    const stale = await connect({ app: 'bk-integration', path: socketPath }).catch(
+      (error: unknown) => error,
+    );
+    expect(stale).toMatchObject({ code: 'ERR_APP_UNAVAILABLE' });
+  });
+
+  it('refuses to start a second app on the same endpoint (ERR_ALREADY_RUNNING) and the first keeps serving', async () => {
+    const app = await startApp();
+    const second = createServer({ app: 'bk-integration', prompt: new ScriptedPromptBackend() });
+    await expect(second.listen({ path: socketPath })).rejects.toMatchObject({
+      code: 'ERR_ALREADY_RUNNING',
+    });
+    await expect(second.listen({ path: socketPath })).rejects.toThrow(String(app.child.pid));
+    const client = await connect({ app: 'bk-integration', path: socketPath });
+    expect(await client.request('echo', { still: 'serving' })).toEqual({ still: 'serving' });
+    await client.close();
+  });
+
+  it('keeps no grant across an app restart', async () => {
+    const run = () =>
+      new Promise<ClientResult>((resolve, reject) => {
+        const child = spawn(
+          process.execPath,
+          ['--import', tsx, fixture('client.ts'), socketPath, 'secret'],
+          {
+            stdio: ['ignore', 'pipe', 'inherit'],
+          },
+        );
+        let output = '';
+        child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+          output += chunk;
+        });
+        child.once('error', reject);
+        child.once('exit', () => resolve(JSON.parse(output) as ClientResult));
+      });
+    const first = await startApp();
+    const a = await run();
+    const b = await run();
+    expect(a).toMatchObject({ ok: true, session: { scope: 'process' } });
+    expect(b.session).toEqual(a.session);
+    expect(first.prompts).toHaveLength(1);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    const restarted = await startApp();
+    const c = await run();
+    expect(c.session).toEqual(a.session);
+    expect(restarted.prompts).toEqual([a.session!.id]);
+  });
+
+  it.skipIf(!hasScript)(
+    'places clients by terminal: same pty shares a session, another pty or setsid does not (needs util-linux script)',
+    async () => {
+      const app = await startApp();
+      const [first, second, detached] = await inPty(
+        `${clientCommand('secret')}; ${clientCommand('secret')}; setsid -w ${clientCommand('secret')}`,
+      );
+      const [otherTerminal] = await inPty(clientCommand('secret'));
+      expect(first).toMatchObject({ ok: true, session: { scope: 'terminal' } });
+      expect(second!.session).toEqual(first!.session);
+      expect(detached).toMatchObject({ ok: true, session: { scope: 'process' } });
+      expect(detached!.session!.id).not.toBe(first!.session!.id);
+      expect(otherTerminal).toMatchObject({ ok: true, session: { scope: 'terminal' } });
+      expect(otherTerminal!.session!.id).not.toBe(first!.session!.id);
+      // The session the handler saw is the one the hello reported.
+      expect(first!.result!.session).toBe(first!.session!.id);
+      // One prompt per session: the second client in the first pty needed none.
+      expect(app.prompts).toEqual([
+        first!.session!.id,
+        detached!.session!.id,
+        otherTerminal!.session!.id,
+      ]);
+    },
+  );
+
+  it.skipIf(!isRoot || !hasSetpriv)(
+    "refuses a squatter of another user on the app's path before sending it a byte (needs root and setpriv)",
+    async () => {
+      chmodSync(dir, 0o777);
+      const report = join(dir, 'bytes');
+      const squatter = spawn(
+        'setpriv',
+        [
+          '--reuid',
+          '65534',
+          '--regid',
+          '65534',
+          '--clear-groups',
+          process.execPath,
+          fixture('squatter.cjs'),
+          socketPath,
+          report,
+        ],
+        { stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      children.push(squatter);
+      await new Promise<void>((resolve) => squatter.stdout!.once('data', () => resolve()));
+      const error = await connect({ app: 'bk-integration', path: socketPath }).catch(
+        (caught: unknown) => caught,
+      );
+      expect(error).toMatchObject({ code: 'ERR_SERVER_REJECTED' });
+      expect((error as Error).message).toContain('uid 65534');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(readFileSync(report, 'utf8')).toBe('0');
+      // Control: the same squatter does receive bytes from a client that skips the check.
+      await connect({
+        app: 'bk-integration',
+        path: socketPath,
+        verifyServer: false,
+        timeoutMs: 300,
+      }).catch(() => {});
+      expect(Number(readFileSync(report, 'utf8'))).toBeGreaterThan(0);
+    },
+  );
+});
