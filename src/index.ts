@@ -91,7 +91,11 @@ export type {
   SessionScope,
 } from './session/credentials.js';
 export { perProcessCredentials } from './session/peer-credentials.js';
-export type { Endpoint, PrepareEndpointOptions, ResolveEndpointOptions } from './transport/endpoint.js';
+export type {
+  Endpoint,
+  PrepareEndpointOptions,
+  ResolveEndpointOptions,
+} from './transport/endpoint.js';
 export {
   MAX_SOCKET_PATH_BYTES,
   prepareEndpointDirectory,
