@@ -243,7 +243,9 @@ describe('real app process, real clients', () => {
         verifyServer: false,
         timeoutMs: 300,
       }).catch(() => {});
-      expect(Number(readFileSync(report, 'utf8'))).toBeGreaterThan(0);
+      await expect
+        .poll(() => Number(readFileSync(report, 'utf8')), { timeout: 5_000 })
+        .toBeGreaterThan(0);
     },
   );
 });

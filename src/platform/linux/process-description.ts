@@ -136,10 +136,6 @@ const PASS_THROUGH = new Set([
   'time',
 ]);
 
-/** Executables whose base name says nothing about the program (the script's name is in `comm`). */
-const INTERPRETER =
-  /^(node|nodejs|bun|deno|python[0-9.]*|perl[0-9.]*|ruby[0-9.]*|php[0-9.]*|java|electron)$/;
-
 function executableBase(executable: string | undefined): string | undefined {
   if (executable === undefined) return undefined;
   const path = executable.endsWith(' (deleted)') ? executable.slice(0, -10) : executable;
@@ -179,14 +175,13 @@ export function knownHostName(
 }
 
 /**
- * The short name of a program: its executable's base name, or `comm` when the executable is an
- * interpreter (for `#!/usr/bin/env node` scripts the kernel sets `comm` to the script's name) or
- * unreadable.
+ * The short name of a program: its executable's base name, from the kernel's `exe` link, or
+ * `comm` only when the executable cannot be read (another user's process). `comm` is never
+ * preferred over a readable executable: a process sets its own `comm` (`prctl(PR_SET_NAME)`;
+ * Node 24 renames its main thread "MainThread"), so it is the process's claim, not a fact.
  */
 export function programName(executable: string | undefined, comm: string | undefined): string {
-  const base = executableBase(executable);
-  if (base !== undefined && (comm === undefined || !INTERPRETER.test(base))) return base;
-  return comm ?? base ?? 'unknown';
+  return executableBase(executable) ?? comm ?? 'unknown';
 }
 
 function isPassThrough(executable: string | undefined, comm: string): boolean {

@@ -79,10 +79,12 @@ describe('knownHostName', () => {
 });
 
 describe('programName', () => {
-  it('prefers the executable, but the script name over an interpreter', () => {
+  it('names the executable, never the self-set comm, and comm only when the executable is unreadable', () => {
     expect(programName('/usr/local/bin/op', 'op')).toBe('op');
-    expect(programName('/usr/bin/node', 'mycli')).toBe('mycli');
-    expect(programName('/usr/bin/python3.11', 'deploy.py')).toBe('deploy.py');
+    // comm is the process's own claim (prctl; Node 24 calls its main thread "MainThread").
+    expect(programName('/usr/bin/node', 'mycli')).toBe('node');
+    expect(programName('/usr/bin/node', 'MainThread')).toBe('node');
+    expect(programName('/usr/bin/python3.11', 'deploy.py')).toBe('python3.11');
     expect(programName(undefined, 'sshd')).toBe('sshd');
     expect(programName('/usr/bin/sleep (deleted)', 'sleep')).toBe('sleep');
     // A renamed process (prctl) cannot hide its executable.
@@ -100,7 +102,7 @@ describe('describeProcess', () => {
     ]);
     expect(await describeProcess(101, { scope: 'terminal', leaderPid: 100 }, { proc })).toEqual({
       host: 'GNOME Terminal',
-      program: 'mycli',
+      program: 'node',
       pid: 101,
       executable: '/usr/bin/node',
     });
@@ -190,8 +192,8 @@ describe('describeProcess', () => {
   it('falls back to the program when the leader is gone', async () => {
     const proc = fakeProc([[101, 100, 'mycli', '/usr/bin/node']]);
     expect(await describeProcess(101, { scope: 'terminal', leaderPid: 100 }, { proc })).toEqual({
-      host: 'mycli',
-      program: 'mycli',
+      host: 'node',
+      program: 'node',
       pid: 101,
       executable: '/usr/bin/node',
     });
