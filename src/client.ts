@@ -62,6 +62,11 @@ export interface ConnectOptions {
   unavailableHint?: string;
   /** Limit for connecting and the handshake together. Default 5 s. */
   timeoutMs?: number;
+  /**
+   * Largest frame this client accepts from the app, in bytes. Default 1 MiB. Raise it together
+   * with the app's `maxFrameBytes` when results can be larger.
+   */
+  maxFrameBytes?: number;
   signal?: AbortSignal;
 }
 
@@ -194,7 +199,11 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       };
     }
     try {
-      transport = await connectUnixSocket(path, { signal, ...(identify ? { identify } : {}) });
+      transport = await connectUnixSocket(path, {
+        signal,
+        ...(identify ? { identify } : {}),
+        ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
+      });
     } catch (error) {
       if (
         error instanceof BridgekeeperError &&

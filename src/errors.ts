@@ -72,6 +72,10 @@ export const ERROR_CODES = {
   ERR_UNSUPPORTED_PLATFORM: 'PlatformError',
   /** An operating-system call failed; `cause` holds the errno / HRESULT / OSStatus. */
   ERR_PLATFORM: 'PlatformError',
+
+  // New codes go at the end of this list; test/package.test.ts pins the order.
+  /** The other side stopped reading and too much data waited to be sent to it; the connection was closed. */
+  ERR_SEND_BUFFER_FULL: 'TransportError',
 } as const;
 
 /** A stable error code used by Bridgekeeper. */
@@ -210,8 +214,9 @@ export class RemoteError extends BridgekeeperError {
 
 /**
  * Thrown by a server handler to send the client an error with an app-defined code and message.
- * Any other error a handler throws reaches the client only as `ERR_INTERNAL`, so nothing from
- * inside the app leaks by accident.
+ * A {@link BridgekeeperError} a handler throws reaches the client with its code and message;
+ * any other error reaches it only as `ERR_INTERNAL`, so nothing from inside the app leaks by
+ * accident.
  *
  * @example
  * ```ts

@@ -53,6 +53,8 @@ import { Emitter } from './util/emitter.js';
 
 const debug = createDebug('bridgekeeper:server');
 
+const MEMORY_CREDENTIALS = perProcessCredentials();
+
 /** Options for {@link createServer}. */
 export interface ServerOptions {
   /** The app's name: names its endpoint (`$XDG_RUNTIME_DIR/<app>/agent.sock`) and is sent in the handshake. */
@@ -90,6 +92,11 @@ export interface ServerOptions {
   maxRequestsPerConnection?: number;
   /** Largest frame accepted, in bytes. Default 1 MiB. */
   maxFrameBytes?: number;
+  /**
+   * How long `close()` lets handlers already running finish before it destroys what is left.
+   * Default 10 s. Prompts still waiting for the person are cancelled at once.
+   */
+  closeTimeoutMs?: number;
   /** Time source (tests use the fake clock from `bridgekeeper/testing`). */
   clock?: Clock;
 }
@@ -103,9 +110,13 @@ export interface MethodOptions<P> {
   params?: (raw: unknown) => P;
   /**
    * The account this call needs. When given, the server authorizes the connection's session for
-   * that account (prompting the person if needed) before the handler runs. Return a string id
-   * (shown as is) or `{ id, displayName }`; throw a {@link HandlerError} to refuse (for example,
-   * an unknown account).
+   * that account (prompting the person if needed) before the handler runs.
+   *
+   * Resolve it from the app's own records — look the id up and return `{ id, displayName }` —
+   * and throw a {@link HandlerError} for an unknown account. The display name is shown in the
+   * prompt as a fact, so it must never be text the client chose. Returning a plain string uses
+   * it as both id and display name; only do that for ids the app itself defined.
+   * Ids are at most 256 characters and display names at most 200.
    */
   account?: (
     params: P,
@@ -210,19 +221,24 @@ interface MethodEntry {
 }
 
 function accountRef(value: AccountRef | string): AccountRef {
-  if (typeof value === 'string') return { id: value, displayName: value };
+  const account = typeof value === 'string' ? { id: value, displayName: value } : value;
   if (
-    typeof value !== 'object' ||
-    value === null ||
-    typeof value.id !== 'string' ||
-    typeof value.displayName !== 'string'
+    typeof account !== 'object' ||
+    account === null ||
+    typeof account.id !== 'string' ||
+    typeof account.displayName !== 'string' ||
+    account.id.length === 0 ||
+    account.id.length > 256 ||
+    account.displayName.length === 0 ||
+    account.displayName.length > 200
   ) {
+    // An app bug; the prompt must not show something malformed, so nothing is authorized.
     throw createError(
       'ERR_INTERNAL',
-      "The method's account() returned neither a string nor { id, displayName }.",
+      "The method's account() returned neither an id (1–256 characters) nor { id, displayName } (display name 1–200 characters).",
     );
   }
-  return value;
+  return { id: account.id, displayName: account.displayName };
 }
 
 function socketFd(socket: Socket): number {
@@ -242,9 +258,18 @@ function socketFd(socket: Socket): number {
  * import { ScriptedPromptBackend } from 'bridgekeeper/testing';
  *
  * const server = createServer({ app: 'secrets-agent', prompt: new ScriptedPromptBackend({ outcomes: ['granted'] }) });
- * server.handle('secrets.read', { account: (p: { account: string }) => p.account }, async (params) => {
- *   return { value: 's3cret' };
- * });
+ * const accounts = new Map([['work', { id: 'work', displayName: 'Acme Corp (work)' }]]);
+ * server.handle(
+ *   'secrets.read',
+ *   {
+ *     account: (params: { account: string }) => {
+ *       const account = accounts.get(params.account);
+ *       if (!account) throw new HandlerError('ACCOUNT_NOT_FOUND', `No account "${params.account}".`);
+ *       return account;
+ *     },
+ *   },
+ *   async () => ({ value: 's3cret' }),
+ * );
  * await server.listen();
  * ```
  */
@@ -323,9 +348,26 @@ class BridgekeeperServer implements Server {
     return this.#platform;
   }
 
-  get credentials(): SessionCredentialProvider {
-    this.#credentials ??= this.#platform?.credentials ?? perProcessCredentials();
-    return this.#credentials;
+  get closing(): boolean {
+    return this.#closing;
+  }
+
+  /**
+   * The credential provider for a peer: the app's own if it gave one; per-process for
+   * in-memory peers; otherwise the platform's, which is loaded if it was not yet.
+   *
+   * @throws `ERR_UNSUPPORTED_PLATFORM` when the peer came from the OS and no platform module exists.
+   */
+  async credentialsFor(peer: PeerIdentity): Promise<SessionCredentialProvider> {
+    if (this.#credentials) return this.#credentials;
+    if (peer.source === 'memory') return MEMORY_CREDENTIALS;
+    return (await this.ensurePlatform()).credentials;
+  }
+
+  /** Loads the OS module once; needed for any peer the OS identified (to re-check and release it). */
+  async ensurePlatform(): Promise<Platform> {
+    this.#platform ??= await loadPlatform();
+    return this.#platform;
   }
 
   get events(): Emitter<ServerEvents> {
@@ -423,6 +465,7 @@ class BridgekeeperServer implements Server {
         message: 'The app is shutting down.',
       });
       void transport.close();
+      if (transport.peer) this.#platform?.releasePeer(transport.peer);
       return;
     }
     const limit = this.#options.maxConnections ?? 1024;
@@ -434,7 +477,7 @@ class BridgekeeperServer implements Server {
         message: `The app is serving its maximum of ${limit} connections. Close some clients and try again.`,
       });
       void transport.close();
-      this.#platform?.releasePeer(transport.peer ?? { source: 'none' });
+      if (transport.peer) this.#platform?.releasePeer(transport.peer);
       return;
     }
     const connection = new Connection(this, transport);
@@ -443,7 +486,11 @@ class BridgekeeperServer implements Server {
       this.#connections.delete(connection);
       connection.closed(error);
     });
-    void connection.admit(this.#policies);
+    connection.admit(this.#policies).catch((error: unknown) => {
+      // admit() handles its own failures; anything reaching here is a bug: fail closed.
+      this.#events.emit('error', { error, context: 'admitting a connection' });
+      transport.destroy();
+    });
   }
 
   lock(): void {
@@ -464,9 +511,26 @@ class BridgekeeperServer implements Server {
   close(): Promise<void> {
     this.#closed ??= (async () => {
       this.#closing = true;
-      await Promise.allSettled(this.#listeners.map((listener) => listener.close()));
-      await Promise.allSettled([...this.#connections].map((connection) => connection.shutdown()));
+      // Nobody is asked anything more: prompts waiting or on screen are cancelled now, and the
+      // requests behind them are answered "the app is shutting down".
       this.authorizer.close();
+      await Promise.allSettled(this.#listeners.map((listener) => listener.close()));
+      const drained = Promise.allSettled(
+        [...this.#connections].map((connection) => connection.shutdown()),
+      );
+      const timeoutMs = this.#options.closeTimeoutMs ?? 10_000;
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<'timeout'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), timeoutMs);
+      });
+      const outcome = await Promise.race([drained, expired]);
+      clearTimeout(timer);
+      if (outcome === 'timeout') {
+        debug('close: handlers still running after %d ms; destroying', timeoutMs);
+        for (const connection of this.#connections) {
+          connection.destroy(createError('ERR_APP_UNAVAILABLE', 'The app shut down.'));
+        }
+      }
       debug('closed');
     })();
     return this.#closed;
@@ -493,7 +557,14 @@ function sendClosing(transport: Transport, params: ClosingNoticeParams): void {
   }
 }
 
-type ConnectionState = 'admitting' | 'awaiting-hello' | 'handshaking' | 'ready' | 'closing';
+/** `draining`: the server is closing gracefully; requests in flight finish, new ones are refused. */
+type ConnectionState =
+  | 'admitting'
+  | 'awaiting-hello'
+  | 'handshaking'
+  | 'ready'
+  | 'draining'
+  | 'closing';
 
 /** One client connection, from admission to close. */
 class Connection {
@@ -520,6 +591,22 @@ class Connection {
 
   async admit(policies: readonly PeerPolicy[]): Promise<void> {
     const peer = this.peer;
+    if (peer && peer.source !== 'memory') {
+      // An OS-identified peer must be re-checked before each authorized request and released
+      // at the end; without the platform module neither can happen, so refuse it.
+      try {
+        await this.#server.ensurePlatform();
+      } catch (error) {
+        this.#server.events.emit('peer-rejected', {
+          peer,
+          policy: 'platform',
+          reason: error instanceof Error ? error.message : String(error),
+          code: 'ERR_PEER_UNKNOWN',
+        });
+        this.#transport.destroy();
+        return;
+      }
+    }
     const verdict = peer
       ? await evaluatePolicies(policies, peer)
       : policies.length === 0
@@ -555,7 +642,7 @@ class Connection {
     }
     // Derive the session while the client's hello is on its way.
     this.#sessionPromise = peer
-      ? this.#server.credentials.derive(peer)
+      ? this.#server.credentialsFor(peer).then((provider) => provider.derive(peer))
       : Promise.reject(createError('ERR_PEER_UNKNOWN', 'The transport reported no peer identity.'));
     this.#sessionPromise.catch(() => {});
     this.#state = 'awaiting-hello';
@@ -590,12 +677,13 @@ class Connection {
   /** Graceful: refuse new requests, let in-flight ones finish, say goodbye, close. */
   async shutdown(): Promise<void> {
     if (this.#transport.closed) return;
-    this.#state = 'closing';
+    this.#state = this.#state === 'ready' ? 'draining' : 'closing';
     if (this.#inFlight.size > 0) {
       await new Promise<void>((resolve) => {
         this.#drained = resolve;
       });
     }
+    this.#state = 'closing';
     sendClosing(this.#transport, {
       reason: 'shutdown',
       code: 'ERR_APP_UNAVAILABLE',
@@ -659,12 +747,24 @@ class Connection {
           this.#fail('protocol-error', 'ERR_PROTOCOL', 'bridgekeeper.hello may only be sent once.');
           return;
         }
+        if (this.#state === 'draining') {
+          this.#reply(
+            incoming.message.id,
+            undefined,
+            createError(
+              'ERR_APP_UNAVAILABLE',
+              'The app is shutting down. Start it again, then retry.',
+            ),
+          );
+          return;
+        }
         void this.#request(incoming.message);
     }
   }
 
   #notification(message: RpcNotification): void {
-    if (message.method !== METHODS.cancel || this.#state !== 'ready') return;
+    if (message.method !== METHODS.cancel) return;
+    if (this.#state !== 'ready' && this.#state !== 'draining') return;
     const params = message.params as { id?: unknown } | undefined;
     const id = params?.id;
     if (typeof id !== 'string' && typeof id !== 'number') return;
@@ -759,10 +859,11 @@ class Connection {
   async #request(message: RpcRequest): Promise<void> {
     const { id, method } = message;
     if (this.#inFlight.has(id)) {
-      this.#reply(
-        id,
-        undefined,
-        createError('ERR_PROTOCOL', `Request id ${JSON.stringify(id)} is already in flight.`),
+      // Answering would give the id two responses; a client that reuses ids is broken.
+      this.#fail(
+        'protocol-error',
+        'ERR_PROTOCOL',
+        `Request id ${JSON.stringify(id)} is already in flight.`,
       );
       return;
     }
@@ -825,39 +926,50 @@ class Connection {
     if (entry.options.account) {
       account = accountRef(await entry.options.account(params, info));
       throwIfAborted(signal);
+      // The process must still be the one that connected: before asking the person about it,
+      // after they answered (it may have exec'd while the prompt was up), and before the
+      // result leaves (it may have exec'd while the handler ran). BRIEF §4.4.
+      await this.#verifyPeer();
       await this.#authorize(id, account, signal);
+      await this.#verifyPeer();
     }
     throwIfAborted(signal);
-    return entry.handler(params, { ...info, requestId: id, account, signal });
+    const result = await entry.handler(params, { ...info, requestId: id, account, signal });
+    if (account) await this.#verifyPeer();
+    return result;
+  }
+
+  async #verifyPeer(): Promise<void> {
+    const peer = this.peer;
+    const platform = this.#server.platform;
+    if (!peer || peer.source === 'memory') return;
+    try {
+      if (!platform)
+        throw createError('ERR_PEER_UNKNOWN', 'No platform module to re-check the peer with.');
+      await platform.verifyPeer(peer);
+    } catch (error) {
+      queueMicrotask(() =>
+        this.#fail(
+          'peer-changed',
+          'ERR_PEER_CHANGED',
+          'The peer process changed since it connected.',
+        ),
+      );
+      throw error instanceof BridgekeeperError
+        ? error
+        : createError(
+            'ERR_PEER_CHANGED',
+            'The calling process is no longer the one that connected.',
+            {
+              cause: error,
+            },
+          );
+    }
   }
 
   async #authorize(id: RequestId, account: AccountRef, signal: AbortSignal): Promise<void> {
     const info = this.#info!;
     const peer = info.peer;
-    const platform = this.#server.platform;
-    if (peer && platform && peer.source !== 'memory') {
-      try {
-        await platform.verifyPeer(peer);
-      } catch (error) {
-        // The process that connected is gone or replaced: refuse and drop the connection (BRIEF §4.4).
-        queueMicrotask(() =>
-          this.#fail(
-            'peer-changed',
-            'ERR_PEER_CHANGED',
-            'The peer process changed since it connected.',
-          ),
-        );
-        throw error instanceof BridgekeeperError
-          ? error
-          : createError(
-              'ERR_PEER_CHANGED',
-              'The calling process is no longer the one that connected.',
-              {
-                cause: error,
-              },
-            );
-      }
-    }
     const authorizer = this.#server.authorizer;
     if (authorizer.tryUse(info.session.id, account.id)) return;
     const subject =
@@ -887,27 +999,34 @@ class Connection {
   }
 
   #reply(id: RequestId, result: unknown, error?: unknown): void {
+    if (this.#transport.closed) return;
     if (error === undefined) {
-      let message: Message;
       try {
-        message = resultResponse(id, result);
-        this.#send(message);
+        this.#transport.send(resultResponse(id, result));
+        return;
       } catch (sendError) {
+        if (this.#transport.closed) return; // the client left, or stopped reading and was dropped
+        // Too large for a frame, or not JSON: the app's bug, reported to the app, not the client.
         this.#server.events.emit('error', { error: sendError, context: 'sending a result' });
-        this.#send(
-          errorResponse(
-            id,
-            toWireError(createError('ERR_INTERNAL', 'The result could not be sent.')),
-          ),
+        error = createError(
+          'ERR_INTERNAL',
+          'The app could not send its result (too large or not JSON). Its log has the details.',
         );
       }
-      return;
     }
-    if (!(error instanceof BridgekeeperError) || error.code === 'ERR_INTERNAL') {
-      if (!(error instanceof HandlerError)) {
-        debug('handler failed: %O', error);
-        this.#server.events.emit('error', { error, context: 'handler' });
-      }
+    if (
+      error instanceof BridgekeeperError &&
+      error.code === 'ERR_CLOSED' &&
+      (this.#server.closing || this.#state === 'draining')
+    ) {
+      error = createError(
+        'ERR_APP_UNAVAILABLE',
+        'The app is shutting down. Start it again, then retry.',
+      );
+    }
+    if (!(error instanceof BridgekeeperError)) {
+      debug('handler failed: %O', error);
+      this.#server.events.emit('error', { error, context: 'handler' });
     }
     if (error instanceof AuthorizationError) debug('authorization refused: %s', error.code);
     this.#send(errorResponse(id, toWireError(error)));

@@ -74,6 +74,7 @@ describe('package root', () => {
       'ERR_PROMPT_FAILED',
       'ERR_UNSUPPORTED_PLATFORM',
       'ERR_PLATFORM',
+      'ERR_SEND_BUFFER_FULL',
     ]);
   });
 });

@@ -545,3 +545,114 @@ describe('transport pair', () => {
     await client.close();
   });
 });
+
+describe('review fixes', () => {
+  it('answers ERR_INTERNAL (and tells the app) when a result is not JSON, instead of hanging', async () => {
+    const { open, server } = await harness();
+    server.handle('bigint', () => ({ n: 10n }));
+    server.handle('cycle', () => {
+      const cycle: Record<string, unknown> = {};
+      cycle.self = cycle;
+      return cycle;
+    });
+    const errors: Array<{ context: string }> = [];
+    server.on('error', (event) => errors.push(event));
+    const client = await open();
+    for (const method of ['bigint', 'cycle']) {
+      const error = await rejection(client.request(method, undefined, { timeoutMs: 2_000 }));
+      expect(error.code).toBe('ERR_INTERNAL');
+    }
+    expect(errors.map((event) => event.context)).toEqual(['sending a result', 'sending a result']);
+    expect(await client.request('echo', { ok: 1 })).toEqual({ ok: 1 });
+  });
+
+  it('closes the connection of a client that reuses an id still in flight (no id gets two answers)', async () => {
+    const { listener, server } = await harness();
+    server.handle('hang', () => new Promise(() => {}));
+    const transport = await listener.connect();
+    const received: Message[] = [];
+    transport.onMessage((message) => received.push(message));
+    transport.send({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'bridgekeeper.hello',
+      params: { protocol: { min: 1, max: 1 }, client: { name: 'x' } },
+    });
+    transport.send({ jsonrpc: '2.0', id: 7, method: 'hang' });
+    transport.send({ jsonrpc: '2.0', id: 7, method: 'hang' });
+    await expect.poll(() => transport.closed).toBe(true);
+    expect(received.filter((message) => message.id === 7)).toEqual([]);
+    expect(received.at(-1)).toMatchObject({
+      method: 'bridgekeeper.closing',
+      params: { code: 'ERR_PROTOCOL' },
+    });
+  });
+
+  it('close() takes prompts down at once, refuses new requests, and lets running handlers finish', async () => {
+    const prompt = new ManualPrompt();
+    const { open, server } = await harness({ prompt });
+    let finish!: (value: string) => void;
+    server.handle('work', () => new Promise<string>((resolve) => (finish = resolve)));
+    const a = await open({ peer: peer(1) });
+    const b = await open({ peer: peer(2) });
+    const running = a.request('work');
+    await expect.poll(() => typeof finish).toBe('function');
+    const waiting = b.request('secret', { account: 'work' });
+    await prompt.next();
+    const closed = server.close();
+    const refused = await rejection(waiting);
+    expect(refused.code).toBe('ERR_APP_UNAVAILABLE');
+    await expect.poll(() => prompt.aborted.length).toBe(1);
+    expect((await rejection(a.request('echo'))).code).toBe('ERR_APP_UNAVAILABLE');
+    finish('done');
+    expect(await running).toBe('done');
+    await closed;
+    expect(server.authorizer.listGrants()).toEqual([]);
+  });
+
+  it('close() destroys what is left after closeTimeoutMs', async () => {
+    const { open, server } = await harness({ closeTimeoutMs: 50 });
+    server.handle('forever', () => new Promise(() => {}));
+    const client = await open();
+    const call = client.request('forever');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+    const started = performance.now();
+    await server.close();
+    expect(performance.now() - started).toBeLessThan(1_000);
+    expect((await rejection(call)).code).toBe('ERR_APP_UNAVAILABLE');
+  });
+
+  it('turns a credentials provider that throws synchronously into a rejected peer, not a crash', async () => {
+    const { listener, server } = await harness({
+      credentials: {
+        derive() {
+          throw new Error('cannot place this pid');
+        },
+      },
+    });
+    const rejected: Array<{ policy: string; code: string }> = [];
+    server.on('peer-rejected', (event) => rejected.push(event));
+    const error = await rejection(
+      connect({ app: 'test-app', transport: await listener.connect(), timeoutMs: 1_000 }),
+    );
+    expect(error.code).toBe('ERR_PEER_UNKNOWN');
+    expect(rejected).toEqual([
+      expect.objectContaining({ policy: 'session', code: 'ERR_PEER_UNKNOWN' }),
+    ]);
+  });
+
+  it('refuses to authorize an account whose display name is malformed (an app bug)', async () => {
+    const prompt = new ManualPrompt();
+    const { open, server } = await harness({ prompt });
+    server.handle(
+      'bad-account',
+      { account: () => ({ id: 'x', displayName: 'y'.repeat(201) }) },
+      () => 1,
+    );
+    server.handle('empty-account', { account: () => '' }, () => 1);
+    const client = await open();
+    expect((await rejection(client.request('bad-account'))).code).toBe('ERR_INTERNAL');
+    expect((await rejection(client.request('empty-account'))).code).toBe('ERR_INTERNAL');
+    expect(prompt.requests).toHaveLength(0);
+  });
+});

@@ -39,7 +39,13 @@ export function sameUser(options: { uid?: number } = {}): PeerPolicy {
   return {
     name: 'same-user',
     check(peer) {
-      if (expected === undefined) return ALLOW;
+      if (expected === undefined) {
+        // No uids here (Windows): this policy cannot tell, so it refuses. Doubt is a denial.
+        return {
+          allowed: false,
+          reason: 'this platform has no uids; use its own same-user policy',
+        };
+      }
       if (peer.uid === undefined)
         return { allowed: false, reason: 'the OS did not report the peer uid' };
       if (peer.uid !== expected) {

@@ -245,6 +245,7 @@ export function toWireError(error: unknown): WireError {
     else if (PEER_CODES.has(error.code)) code = RPC_ERROR.peer;
     else if (error.code === 'ERR_METHOD_NOT_FOUND') code = RPC_ERROR.methodNotFound;
     else if (error.code === 'ERR_INVALID_PARAMS') code = RPC_ERROR.invalidParams;
+    else if (error.code === 'ERR_PROTOCOL') code = RPC_ERROR.invalidRequest;
     else if (error.code === 'ERR_INTERNAL') code = RPC_ERROR.internal;
     return { code, message: error.message, data };
   }

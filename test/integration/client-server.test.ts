@@ -5,7 +5,15 @@
  */
 
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import {
+  chmodSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+} from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -204,6 +212,112 @@ describe('real app process, real clients', () => {
         detached!.session!.id,
         otherTerminal!.session!.id,
       ]);
+    },
+  );
+
+  it.each(['default listener', 'custom listener'])(
+    'releases every pidfd it takes, on both sides (%s)',
+    async (kind) => {
+      const pidfds = () =>
+        readdirSync('/proc/self/fd').filter((fd) => {
+          try {
+            return readlinkSync(`/proc/self/fd/${fd}`).includes('pidfd');
+          } catch {
+            return false;
+          }
+        }).length;
+      const server = createServer({ app: 'bk-integration', prompt: new ScriptedPromptBackend() });
+      server.handle('echo', (params) => params);
+      if (kind === 'default listener') {
+        await server.listen({ path: socketPath });
+      } else {
+        // A listener the app built itself, with kernel identities: the server must still
+        // re-check and release them (it loads the platform module for them).
+        const { loadLinuxBindings } = await import('../../src/platform/linux/bindings.js');
+        const { identifySocketPeer } = await import('../../src/platform/linux/identity.js');
+        const { listenUnixSocket } = await import('../../src/transport/unix-socket.js');
+        const bindings = await loadLinuxBindings();
+        const listener = await listenUnixSocket({
+          path: socketPath,
+          identify: (socket) =>
+            identifySocketPeer(
+              bindings,
+              (socket as unknown as { _handle: { fd: number } })._handle.fd,
+            ),
+        });
+        await server.listen({ listener });
+      }
+      const before = pidfds();
+      for (let i = 0; i < 20; i++) {
+        const client = await connect({ app: 'bk-integration', path: socketPath });
+        await client.request('echo', [i]);
+        await client.close();
+      }
+      await expect.poll(() => server.connectionCount).toBe(0);
+      expect(pidfds()).toBe(before);
+      await server.close();
+    },
+  );
+
+  it('answers ERR_INTERNAL when a result exceeds the frame limit, and the connection stays usable', async () => {
+    const server = createServer({
+      app: 'bk-integration',
+      prompt: new ScriptedPromptBackend(),
+      maxFrameBytes: 64 * 1024,
+    });
+    server.handle('huge', () => 'x'.repeat(200 * 1024));
+    server.handle('echo', (params) => params);
+    const errors: unknown[] = [];
+    server.on('error', (event) => errors.push(event));
+    await server.listen({ path: socketPath });
+    const client = await connect({ app: 'bk-integration', path: socketPath });
+    await expect(client.request('huge', undefined, { timeoutMs: 2_000 })).rejects.toMatchObject({
+      code: 'ERR_INTERNAL',
+    });
+    expect(errors).toHaveLength(1);
+    expect(await client.request('echo', [1])).toEqual([1]);
+    await client.close();
+    await server.close();
+  });
+
+  it.skipIf(!has('python3') || !has('perl'))(
+    "does not hand an approved result to a program the client exec'd while the prompt was up (needs python3, perl)",
+    async () => {
+      const prompt = new ScriptedPromptBackend({ manual: true });
+      const server = createServer({ app: 'bk-integration', prompt });
+      server.handle(
+        'secret',
+        { account: () => ({ id: 'work', displayName: 'Work' }) },
+        () => 'the-secret',
+      );
+      await server.listen({ path: socketPath });
+      const child = spawn('python3', [fixture('exec-during-prompt.py'), socketPath], {
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      children.push(child);
+      let output = '';
+      child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+        output += chunk;
+      });
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      const shown = await prompt.nextPrompt();
+      expect(shown.request.process.program).toMatch(/^python/);
+      // Answer only once the client really is another program.
+      await expect
+        .poll(() => {
+          try {
+            return realpathSync(`/proc/${child.pid}/exe`);
+          } catch {
+            return '';
+          }
+        })
+        .toMatch(/perl/);
+      shown.respond('granted');
+      await exited;
+      expect(output).toContain('AFTER EXEC');
+      expect(output).toContain('ERR_PEER_CHANGED');
+      expect(output).not.toContain('the-secret');
+      await server.close();
     },
   );
 
