@@ -10,6 +10,11 @@
  * FIFO order, and a denial starts a short cool-down so a script in a loop cannot flood the person
  * with prompts.
  *
+ * Locking revokes everything, including approvals not yet given: a prompt that goes on screen
+ * while the app is locked unlocks it when approved (the prompt says so), but once `lock()` is
+ * called after a prompt went on screen — whether the app was unlocked or already locked —
+ * approving that prompt no longer grants anything or unlocks the app.
+ *
  * @module
  */
 
@@ -66,8 +71,11 @@ export interface AuthorizerOptions {
   /** Whether the app starts locked. Default false. */
   locked?: boolean;
   /**
-   * The app's unlock hook: run when a prompt succeeds while the app is locked, before the grant
-   * is created. If it throws, the request is refused (`ERR_PROMPT_FAILED`) and the app stays locked.
+   * The app's unlock hook: run when a prompt that went on screen while the app was locked is
+   * approved, before the grant is created. If it throws, the request is refused
+   * (`ERR_PROMPT_FAILED`) and the app stays locked. If `lock()` is called while it runs (even
+   * after an `unlock()`), the approval no longer counts: no grant is created, the authorizer does
+   * not unlock, and the request is refused with `ERR_AUTHORIZATION_CANCELLED`.
    */
   unlock?: (info: { account: AccountRef; sessionId: string }) => void | Promise<void>;
 }
@@ -133,7 +141,10 @@ export type AuthorizerEvents = {
   revoked: GrantEvent & { readonly reason: RevocationReason };
   /** The app locked; every grant was revoked just before. */
   locked: Record<string, never>;
-  /** The app unlocked: `app` through {@link Authorizer.unlock}, `prompt` by a prompt approved while locked. */
+  /**
+   * The app unlocked: `app` through {@link Authorizer.unlock}; `prompt` by approving a prompt that
+   * went on screen while the app was locked (with no `lock()` since).
+   */
   unlocked: { readonly by: 'app' | 'prompt' };
   /** A prompt went on screen. */
   prompt: GrantEvent & { readonly backend: string; readonly unlocks: boolean };
@@ -162,7 +173,15 @@ interface Flight {
   readonly waiters: Set<Waiter>;
   readonly controller: AbortController;
   state: FlightState;
+  /** The lock epoch when the prompt went on screen; a different one at approval voids it. */
+  epoch: number;
 }
+
+/**
+ * Why a refusal happened beyond the prompt's own result: `unlockFailed` — approved, but the unlock
+ * hook threw; `lockedDuringPrompt` — approved, but `lock()` was called after the prompt went on screen.
+ */
+type RefusalContext = 'prompt' | 'unlockFailed' | 'lockedDuringPrompt';
 
 type Verdict =
   | { readonly result: 'granted' }
@@ -216,6 +235,11 @@ export class Authorizer {
   #slot: Flight | undefined;
   #cancelGrace: (() => void) | undefined;
   #locked: boolean;
+  /**
+   * Incremented by every `lock()` call, even when already locked. A prompt remembers the epoch it
+   * went on screen in; a lock since then voids its approval.
+   */
+  #lockEpoch = 0;
   #closed = false;
 
   constructor(options: AuthorizerOptions) {
@@ -268,7 +292,10 @@ export class Authorizer {
     });
   }
 
-  /** True while the app is locked: no grant exists, and a successful prompt unlocks it. */
+  /**
+   * True while the app is locked: no grant exists, and a prompt shown from now on unlocks it when
+   * approved (unless `lock()` is called again before the approval takes effect).
+   */
   get locked(): boolean {
     return this.#locked;
   }
@@ -320,8 +347,11 @@ export class Authorizer {
 
   /**
    * The app locked: revokes every grant at once (`revoked` with reason `lock` for each, then
-   * `locked`). A prompt already on screen stays: if the person approves it, the app unlocks.
-   * Idempotent.
+   * `locked`). It also voids every approval not yet given: a prompt already on screen (or whose
+   * approval is waiting for the unlock hook) stays, but approving it creates no grant and does not
+   * unlock the app; its requests are refused with `ERR_AUTHORIZATION_CANCELLED` (the person never
+   * saw that approving would unlock the app, and the lock revoked everything before it). Calling it
+   * while already locked emits nothing but still voids those approvals.
    *
    * @example
    * ```ts
@@ -329,7 +359,13 @@ export class Authorizer {
    * ```
    */
   lock(): void {
-    if (this.#closed || this.#locked) return;
+    if (this.#closed) return;
+    // Even when already locked: a prompt on screen, or an unlock hook running, must not unlock.
+    this.#lockEpoch++;
+    if (this.#locked) {
+      log('lock() while locked; pending approvals voided');
+      return;
+    }
     this.#locked = true;
     const revoked = this.#store.clear();
     log('locked; %d grant(s) revoked', revoked.length);
@@ -511,6 +547,7 @@ export class Authorizer {
       waiters: new Set(),
       controller: new AbortController(),
       state: 'queued',
+      epoch: this.#lockEpoch,
     };
     this.#flights.set(key, flight);
     const promise = this.#addWaiter(flight, options);
@@ -623,6 +660,7 @@ export class Authorizer {
     }
 
     flight.state = 'showing';
+    flight.epoch = this.#lockEpoch;
     this.#slot = flight;
     const unlocks = this.#locked;
     const request: PromptRequest = {
@@ -688,6 +726,10 @@ export class Authorizer {
       this.#refuse(flight, verdict);
       return;
     }
+    if (this.#lockEpoch !== flight.epoch) {
+      this.#refuseLockedDuringPrompt(flight);
+      return;
+    }
 
     let unlocked = false;
     if (this.#locked) {
@@ -700,7 +742,7 @@ export class Authorizer {
           this.#refuse(
             flight,
             { result: 'failed', detail: 'the app could not be unlocked', cause: error },
-            true,
+            'unlockFailed',
           );
         } else {
           this.#release(flight);
@@ -708,6 +750,13 @@ export class Authorizer {
         return;
       }
       if (this.#closed) return;
+      // lock() while the hook ran (even after an unlock() by the app) voids the approval: the app
+      // stays as the app left it, and nothing is granted.
+      if (this.#lockEpoch !== flight.epoch) {
+        if (flight.state === 'finishing') this.#refuseLockedDuringPrompt(flight);
+        else this.#release(flight);
+        return;
+      }
       // The hook succeeded, so the app is unlocked whether or not anyone still waits.
       if (this.#locked) {
         this.#locked = false;
@@ -729,13 +778,32 @@ export class Authorizer {
     this.#release(flight);
   }
 
+  /** The person approved, but `lock()` was called after the prompt went on screen. */
+  #refuseLockedDuringPrompt(flight: Flight): void {
+    log(
+      'approval voided by lock() after the prompt went on screen: session %s account %s',
+      flight.session.id,
+      flight.account.id,
+    );
+    this.#refuse(
+      flight,
+      { result: 'cancelled', detail: 'the app was locked while the prompt was open' },
+      'lockedDuringPrompt',
+    );
+  }
+
   #refuse(
     flight: Flight,
     verdict: Exclude<Verdict, { result: 'granted' }>,
-    unlockFailed = false,
+    context: RefusalContext = 'prompt',
   ): void {
     const { session, account } = flight;
-    const error = refusalError(verdict, account, this.#backend.id, this.#cooldownMs, unlockFailed);
+    if (verdict.result === 'failed' && context === 'prompt') {
+      // The backend's own error stays here, in the `denied` event's detail and in the error's
+      // `cause`; the message (which reaches clients) does not carry it.
+      log('prompt backend %s failed: %O', this.#backend.id, verdict.cause);
+    }
+    const error = refusalError(verdict, account, this.#backend.id, this.#cooldownMs, context);
     flight.state = 'done';
     this.#flights.delete(flight.key);
     if (verdict.result === 'denied' && this.#cooldownMs > 0) this.#startCooldown(flight.key);
@@ -874,9 +942,15 @@ function refusalError(
   account: AccountRef,
   backend: string,
   cooldownMs: number,
-  unlockFailed: boolean,
+  context: RefusalContext,
 ): AuthorizationError {
   const name = account.displayName;
+  if (context === 'lockedDuringPrompt') {
+    return new AuthorizationError(
+      'ERR_AUTHORIZATION_CANCELLED',
+      `The app was locked while the prompt for access to "${name}" was open, so that approval no longer counts. Run the command again and confirm the new prompt.`,
+    );
+  }
   const because = verdict.detail === undefined ? '' : ` (${verdict.detail})`;
   switch (verdict.result) {
     case 'denied':
@@ -895,11 +969,13 @@ function refusalError(
         `No prompt backend can ask you for access to "${name}" on this machine (the "${backend}" backend is unavailable${because}). On Linux, make sure polkitd runs and a polkit authentication agent is active in your session (desktops start one; in a terminal, run pkttyagent); on Windows, set up Windows Hello under Settings > Accounts > Sign-in options; on macOS, set up Touch ID or a login password.`,
       );
     case 'failed':
+      // The backend's error text stays out of the message, which reaches clients; it is the
+      // error's `cause` and the `denied` event's detail, and the debug log has it.
       return new AuthorizationError(
         'ERR_PROMPT_FAILED',
-        unlockFailed
+        context === 'unlockFailed'
           ? `The prompt for "${name}" was approved, but the app could not be unlocked, so access was refused. Unlock the app, then run the command again.`
-          : `The "${backend}" prompt for access to "${name}" failed, so access was refused${because}. Run the command again; if it keeps failing, see the app's log (DEBUG=bridgekeeper:*).`,
+          : `The prompt for access to "${name}" could not be shown (the prompt backend failed). Try again; if it keeps failing, check the app's log.`,
         { cause: verdict.cause },
       );
   }

@@ -11,6 +11,15 @@ import type { Clock } from './clock.js';
 import type { SessionCredential, SessionScope } from './credentials.js';
 
 /**
+ * The longest delay `setTimeout` honours (2^31 − 1 ms, about 24.8 days). Node turns a longer one
+ * into 1 ms, which would make the expiry timer fire, find nothing due and re-arm in a tight loop
+ * for durations over that; so no timer is set for longer, and the sweep re-arms when it fires early.
+ *
+ * @internal
+ */
+export const MAX_TIMER_DELAY_MS = 2_147_483_647;
+
+/**
  * Why a grant expired: `idle` — nothing used it for the idle timeout, by either clock;
  * `lifetime` — the hard limit since it was granted passed, by either clock; `clock` — the wall
  * clock went backwards since the last use (or the monotonic clock did, which only a broken clock
@@ -97,6 +106,7 @@ export interface GrantStoreOptions {
  *
  * The timer follows the monotonic clock, which on Linux does not count suspend, so the wall-clock
  * checks (a night of sleep, a clock set back) happen on the next use or listing, not by timer.
+ * Its delay never exceeds {@link MAX_TIMER_DELAY_MS}; a later deadline is reached in hops.
  *
  * @internal
  */
@@ -318,8 +328,11 @@ export class GrantStore {
     }
     if (top.heapKey >= this.#timerAt) return;
     this.#cancelTimer?.();
-    this.#timerAt = top.heapKey;
-    const delay = Math.max(0, top.heapKey - this.#clock.monotonicNow());
+    const now = this.#clock.monotonicNow();
+    // Capped: a deadline further away than setTimeout can count is reached in several hops,
+    // each firing early, sweeping nothing and re-arming.
+    const delay = Math.min(Math.max(0, top.heapKey - now), MAX_TIMER_DELAY_MS);
+    this.#timerAt = Math.min(top.heapKey, now + delay);
     this.#cancelTimer = this.#clock.setTimer(() => this.#onTimer(), delay);
   }
 

@@ -375,6 +375,38 @@ describe('Authorizer grants: expiry timer', () => {
     expect(clock.pendingTimers).toBe(0);
   });
 
+  it('durations over ~24.8 days: every timer delay is capped at 2^31 − 1 ms, expiry stays exact', async () => {
+    const DAY = 86_400_000;
+    const clock = new FakeClock({ monotonic: 1_000 });
+    const delays: number[] = [];
+    const recording = {
+      monotonicNow: () => clock.monotonicNow(),
+      wallNow: () => clock.wallNow(),
+      setTimer: (callback: () => void, ms: number) => {
+        delays.push(ms);
+        return clock.setTimer(callback, ms);
+      },
+    };
+    const authorizer = new Authorizer({
+      prompt: new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) }),
+      clock: recording,
+      idleTimeoutMs: 30 * DAY,
+      maxLifetimeMs: 90 * DAY,
+    });
+    const expired: string[] = [];
+    authorizer.on('expired', (e) => expired.push(e.reason));
+    await authorizer.authorize({ session: session('s1'), account: WORK });
+    expect(delays).toEqual([2_147_483_647]);
+    clock.advance(30 * DAY - 1);
+    expect(expired).toEqual([]);
+    expect(authorizer.listGrants()).toHaveLength(1);
+    clock.advance(1);
+    expect(expired).toEqual(['idle']);
+    expect(clock.pendingTimers).toBe(0);
+    expect(delays.every((ms) => ms <= 2_147_483_647)).toBe(true);
+    authorizer.close();
+  });
+
   it('emits expired only once per grant (timer and lazy checks agree)', async () => {
     const { clock, authorizer, grant, named } = setup();
     await grant(session('s1'));

@@ -1,6 +1,7 @@
 /**
- * Locking: lock() revokes everything; a prompt approved while locked unlocks the app through the
- * app's hook; a hook that fails leaves the app locked and refuses the request.
+ * Locking: lock() revokes everything; a prompt that went on screen while locked unlocks the app
+ * through the app's hook when approved; a hook that fails leaves the app locked and refuses the
+ * request; any lock() after a prompt went on screen (or while the hook runs) voids its approval.
  */
 import { describe, expect, it } from 'vitest';
 import { BridgekeeperError } from '../../src/errors.js';
@@ -171,23 +172,23 @@ describe('Authorizer lock()', () => {
     expect(authorizer.locked).toBe(false);
   });
 
-  it('a prompt on screen when the app locks continues; its approval unlocks the app', async () => {
+  it('a prompt on screen when the app locks stays on screen, but its approval no longer counts', async () => {
+    // Changed with the lock-epoch rule: this approval used to unlock the app and create a grant.
     let hookRuns = 0;
     const { backend, authorizer, ask, approve, events } = setup({ unlock: () => void hookRuns++ });
     await approve('s0');
     const a = ask('s1');
     const shown = await backend.nextPrompt();
+    expect(shown.request.unlocks).toBe(false);
     authorizer.lock();
     expect(shown.signal.aborted).toBe(false);
     expect(authorizer.tryUse('s0', 'work')).toBe(false);
     shown.respond('granted');
-    await a;
-    expect(hookRuns).toBe(1);
-    expect(authorizer.locked).toBe(false);
-    expect(authorizer.listGrants().map((g) => g.sessionId)).toEqual(['s1']);
-    expect(events.filter(([name]) => name === 'unlocked').map(([, p]) => p)).toEqual([
-      { by: 'prompt' },
-    ]);
+    expect(await codeOf(a)).toBe('ERR_AUTHORIZATION_CANCELLED');
+    expect(hookRuns).toBe(0);
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(events.filter(([name]) => name === 'unlocked')).toEqual([]);
   });
 
   it('unlock() by the app emits unlocked (by app) and is idempotent', () => {
@@ -248,5 +249,205 @@ describe('Authorizer lock()', () => {
     finish();
     await flush();
     expect(authorizer.listGrants()).toEqual([]);
+  });
+});
+
+/** Rejection of a request whose approval a lock() voided. */
+async function expectVoidedByLock(promise: Promise<unknown>): Promise<BridgekeeperError> {
+  const error = await promise.then(
+    () => {
+      throw new Error('expected ERR_AUTHORIZATION_CANCELLED');
+    },
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(BridgekeeperError);
+  const bk = error as BridgekeeperError;
+  expect(bk.code).toBe('ERR_AUTHORIZATION_CANCELLED');
+  expect(bk.message).toContain('"Work"');
+  expect(bk.message).toMatch(/locked while the prompt .*was open/);
+  expect(bk.message).toMatch(/run the command again/i);
+  return bk;
+}
+
+/** A locked authorizer whose unlock hook waits until the test calls `finish()`. */
+function setupWithSlowHook() {
+  const hook: { runs: number; finish: () => void; fail: (error: Error) => void } = {
+    runs: 0,
+    finish: () => {},
+    fail: () => {},
+  };
+  const env = setup({
+    locked: true,
+    unlock: () =>
+      new Promise<void>((resolve, reject) => {
+        hook.runs++;
+        hook.finish = resolve;
+        hook.fail = reject;
+      }),
+  });
+  return { ...env, hook };
+}
+
+describe('Authorizer lock() voids approvals given after it (lock epoch)', () => {
+  it('lock() while the unlock hook runs: no grant, stays locked, ERR_AUTHORIZATION_CANCELLED', async () => {
+    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
+    const a = ask('s1');
+    const b = ask('s1');
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    expect(hook.runs).toBe(1);
+    authorizer.lock(); // already locked: a no-op before the fix
+    hook.finish();
+    await expectVoidedByLock(a);
+    await expectVoidedByLock(b);
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(authorizer.tryUse('s1', 'work')).toBe(false);
+    expect(events.map(([name]) => name)).toEqual(['prompt', 'denied']);
+    expect(events[1]?.[1]).toMatchObject({
+      reason: 'cancelled',
+      code: 'ERR_AUTHORIZATION_CANCELLED',
+      detail: 'the app was locked while the prompt was open',
+    });
+    // No cool-down, and the next prompt says it unlocks the app.
+    const again = ask('s1');
+    const next = await backend.nextPrompt();
+    expect(next.request.unlocks).toBe(true);
+    next.respond('granted');
+    await flush();
+    hook.finish();
+    await again;
+    expect(authorizer.locked).toBe(false);
+    expect(authorizer.tryUse('s1', 'work')).toBe(true);
+  });
+
+  it('unlock() then lock() by the app while the unlock hook runs: no grant, stays locked', async () => {
+    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
+    const a = ask('s1');
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    authorizer.unlock();
+    authorizer.lock();
+    hook.finish();
+    await expectVoidedByLock(a);
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(events.map(([name]) => name)).toEqual(['prompt', 'unlocked', 'locked', 'denied']);
+    expect(events[1]?.[1]).toEqual({ by: 'app' });
+    expect(events.filter(([name]) => name === 'granted')).toEqual([]);
+  });
+
+  it('lock() then unlock() by the app while the hook runs: no grant; the app stays as the app left it', async () => {
+    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
+    const a = ask('s1');
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    authorizer.lock();
+    authorizer.unlock();
+    hook.finish();
+    await expectVoidedByLock(a);
+    expect(authorizer.locked).toBe(false);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(events.filter(([name]) => name === 'unlocked').map(([, p]) => p)).toEqual([
+      { by: 'app' },
+    ]);
+  });
+
+  it('an app already locked when the prompt showed, locked again before approval: voided, hook not run', async () => {
+    let hookRuns = 0;
+    const { backend, authorizer, ask, events } = setup({
+      locked: true,
+      unlock: () => void hookRuns++,
+    });
+    const a = ask('s1');
+    const shown = await backend.nextPrompt();
+    expect(shown.request.unlocks).toBe(true);
+    authorizer.lock();
+    expect(events.filter(([name]) => name === 'locked')).toEqual([]); // still idempotent
+    shown.respond('granted');
+    await expectVoidedByLock(a);
+    expect(hookRuns).toBe(0);
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+  });
+
+  it('lock() then unlock() by the app while the prompt shows: the approval is still voided', async () => {
+    const { backend, authorizer, ask, events } = setup();
+    const a = ask('s1');
+    const shown = await backend.nextPrompt();
+    authorizer.lock();
+    authorizer.unlock();
+    shown.respond('granted');
+    await expectVoidedByLock(a);
+    expect(authorizer.locked).toBe(false);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(events.filter(([name]) => name === 'granted')).toEqual([]);
+  });
+
+  it('a prompt queued before lock() but shown after it unlocks the app when approved', async () => {
+    let hookRuns = 0;
+    const { backend, authorizer, ask } = setup({ unlock: () => void hookRuns++ });
+    const a = ask('s1');
+    const b = ask('s2');
+    const first = await backend.nextPrompt();
+    authorizer.lock();
+    first.respond('granted');
+    await expectVoidedByLock(a);
+    const second = await backend.nextPrompt();
+    expect(second.request.sessionId).toBe('s2');
+    expect(second.request.unlocks).toBe(true);
+    second.respond('granted');
+    await b;
+    expect(hookRuns).toBe(1);
+    expect(authorizer.locked).toBe(false);
+    expect(authorizer.listGrants().map((g) => g.sessionId)).toEqual(['s2']);
+  });
+
+  it('every requester left and lock() was called while the hook ran: stays locked, screen released', async () => {
+    const { backend, authorizer, hook, events } = setupWithSlowHook();
+    const controller = new AbortController();
+    const a = authorizer.authorize(
+      { session: session('s1'), account: WORK },
+      { signal: controller.signal },
+    );
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    controller.abort();
+    expect(await codeOf(a)).toBe('ERR_ABORTED');
+    authorizer.lock();
+    hook.finish();
+    await flush();
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+    expect(events.filter(([name]) => name === 'unlocked' || name === 'granted')).toEqual([]);
+    const b = authorizer.authorize({ session: session('s2'), account: WORK });
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    hook.finish();
+    await b;
+    expect(authorizer.locked).toBe(false);
+  });
+
+  it('an unlock hook that throws after lock() still refuses with ERR_PROMPT_FAILED and stays locked', async () => {
+    const { backend, authorizer, ask, hook } = setupWithSlowHook();
+    const a = ask('s1');
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    authorizer.lock();
+    hook.fail(new Error('vault sealed'));
+    expect(await codeOf(a)).toBe('ERR_PROMPT_FAILED');
+    expect(authorizer.locked).toBe(true);
+    expect(authorizer.listGrants()).toEqual([]);
+  });
+
+  it('a prompt shown while locked and approved with no lock() since still unlocks (as before)', async () => {
+    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
+    const a = ask('s1');
+    (await backend.nextPrompt()).respond('granted');
+    await flush();
+    hook.finish();
+    await a;
+    expect(authorizer.locked).toBe(false);
+    expect(events.map(([name]) => name)).toEqual(['prompt', 'unlocked', 'granted']);
   });
 });

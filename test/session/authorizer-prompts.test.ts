@@ -383,6 +383,41 @@ describe('Authorizer prompts: outcomes', () => {
     expect(controlled.calls).toHaveLength(2);
   });
 
+  it.each([
+    ['rejects', 'reject'],
+    ['throws synchronously', 'throw'],
+    ['returns a malformed outcome', 'garbage'],
+  ] as const)(
+    'a backend that %s: ERR_PROMPT_FAILED message is generic; the backend error stays in cause and detail',
+    async (_name, how) => {
+      const secret = 'org.freedesktop.DBus.Error.NoReply: /run/user/1000/bus token=hunter2';
+      const controlled = new ControlledBackend();
+      const backend: PromptBackend =
+        how === 'throw'
+          ? {
+              id: 'broken',
+              isAvailable: async () => true,
+              prompt: () => {
+                throw new Error(secret);
+              },
+            }
+          : controlled;
+      const { ask, named } = setup({}, backend);
+      const a = ask('s1', HOME);
+      if (how === 'reject') controlled.calls[0]!.reject(new Error(secret));
+      if (how === 'garbage') controlled.calls[0]!.resolve({ result: secret });
+      const error = await expectCode(a, 'ERR_PROMPT_FAILED');
+      expect(error.message).toBe(
+        `The prompt for access to "Wendy Appleseed's Family" could not be shown (the prompt backend failed). Try again; if it keeps failing, check the app's log.`,
+      );
+      expect(error.message).not.toContain('hunter2');
+      expect(error.message).not.toContain('DBus');
+      expect(String((error.cause as Error).message)).toContain('hunter2');
+      expect(named('denied')[0]).toMatchObject({ reason: 'failed', code: 'ERR_PROMPT_FAILED' });
+      expect(named('denied')[0]?.detail).toContain(how === 'garbage' ? 'malformed' : 'hunter2');
+    },
+  );
+
   it('a granted outcome with extra fields still grants (shape is what counts)', async () => {
     const controlled = new ControlledBackend();
     const { ask, authorizer } = setup({}, controlled);

@@ -182,3 +182,129 @@ describe('GrantStore against a model', () => {
     });
   });
 });
+
+/** setTimeout's limit: Node turns a longer delay into 1 ms. */
+const TIMEOUT_MAX = 2_147_483_647;
+const DAY = 86_400_000;
+
+/**
+ * A FakeClock whose timers behave like Node's setTimeout for long delays (over 2^31 − 1 ms they
+ * fire after 1 ms), and which records every delay it was asked for. More than 100 timer firings
+ * throw, so a spinning timer fails the test instead of hanging it.
+ */
+function nodeLikeClock() {
+  const clock = new FakeClock({ monotonic: 10_000 });
+  const delays: number[] = [];
+  let fired = 0;
+  const nodeLike = {
+    monotonicNow: () => clock.monotonicNow(),
+    wallNow: () => clock.wallNow(),
+    setTimer(callback: () => void, ms: number): () => void {
+      delays.push(ms);
+      return clock.setTimer(
+        () => {
+          // Fail the test instead of hanging it if the timer spins.
+          if (++fired > 100) throw new Error('the expiry timer spins');
+          callback();
+        },
+        ms > TIMEOUT_MAX ? 1 : ms,
+      );
+    },
+  };
+  return { clock, nodeLike, delays, fired: () => fired };
+}
+
+describe('GrantStore timer delays', () => {
+  it('caps the timer at 2^31 − 1 ms for grants longer than ~24.8 days, so it does not spin', () => {
+    const { clock, nodeLike, delays, fired } = nodeLikeClock();
+    const expired: ExpiryReason[] = [];
+    const store = new GrantStore({
+      clock: nodeLike,
+      idleTimeoutMs: 30 * DAY,
+      maxLifetimeMs: 60 * DAY,
+      onExpired: (_grant, reason) => expired.push(reason),
+    });
+    store.add(credential('s'), accounts[0]!);
+    expect(delays).toEqual([TIMEOUT_MAX]);
+    // With an uncapped delay, Node fires every millisecond: a thousand sweeps per second.
+    clock.advance(1_000);
+    expect(fired()).toBe(0);
+    store.assertConsistent();
+
+    // The capped timer fires early, finds nothing due and re-arms for the rest.
+    clock.advance(TIMEOUT_MAX - 1_000);
+    expect(fired()).toBe(1);
+    expect(expired).toEqual([]);
+    expect(store.size).toBe(1);
+    expect(delays).toEqual([TIMEOUT_MAX, 30 * DAY - TIMEOUT_MAX]);
+    store.assertConsistent();
+
+    clock.advance(30 * DAY - TIMEOUT_MAX - 1);
+    expect(expired).toEqual([]);
+    clock.advance(1);
+    expect(expired).toEqual(['idle']);
+    expect(store.size).toBe(0);
+    expect(clock.pendingTimers).toBe(0);
+    expect(delays.every((ms) => ms <= TIMEOUT_MAX)).toBe(true);
+  });
+
+  it('expires a long grant exactly on time with a plain FakeClock, every delay capped', () => {
+    const clock = new FakeClock();
+    const delays: number[] = [];
+    const recording = {
+      monotonicNow: () => clock.monotonicNow(),
+      wallNow: () => clock.wallNow(),
+      setTimer: (callback: () => void, ms: number) => {
+        delays.push(ms);
+        return clock.setTimer(callback, ms);
+      },
+    };
+    const expired: ExpiryReason[] = [];
+    const store = new GrantStore({
+      clock: recording,
+      idleTimeoutMs: 100 * DAY,
+      maxLifetimeMs: 365 * DAY,
+      onExpired: (_grant, reason) => expired.push(reason),
+    });
+    const grant = store.add(credential('s'), accounts[0]!);
+    clock.advance(50 * DAY);
+    expect(store.use('s', 'a')).toBe(grant);
+    clock.advance(100 * DAY - 1);
+    expect(expired).toEqual([]);
+    expect(clock.pendingTimers).toBe(1);
+    store.assertConsistent();
+    clock.advance(1);
+    expect(expired).toEqual(['idle']);
+    expect(clock.pendingTimers).toBe(0);
+    expect(delays.length).toBeGreaterThan(2);
+    expect(Math.max(...delays)).toBe(TIMEOUT_MAX);
+  });
+
+  it('several long grants each expire on time across capped hops', () => {
+    const { clock, nodeLike, delays, fired } = nodeLikeClock();
+    const expired: string[] = [];
+    const store = new GrantStore({
+      clock: nodeLike,
+      idleTimeoutMs: 40 * DAY,
+      maxLifetimeMs: 40 * DAY,
+      onExpired: (grant) => expired.push(grant.sessionId),
+    });
+    store.add(credential('first'), accounts[0]!);
+    clock.advance(20 * DAY);
+    store.add(credential('second'), accounts[0]!);
+    store.assertConsistent();
+    clock.advance(20 * DAY - 1);
+    expect(expired).toEqual([]);
+    clock.advance(1);
+    expect(expired).toEqual(['first']);
+    store.assertConsistent();
+    clock.advance(20 * DAY - 1);
+    expect(expired).toEqual(['first']);
+    clock.advance(1);
+    expect(expired).toEqual(['first', 'second']);
+    expect(clock.pendingTimers).toBe(0);
+    expect(delays.every((ms) => ms <= TIMEOUT_MAX)).toBe(true);
+    // One early hop per grant at most, never a spin.
+    expect(fired()).toBeLessThanOrEqual(4);
+  });
+});
