@@ -181,14 +181,15 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   if (!transport) {
     const path = options.path ?? resolveEndpoint(options.app).path;
     let identify: ((socket: Socket) => PeerIdentity) | undefined;
+    let platform: Platform | undefined;
     if (options.verifyServer !== false) {
-      const platform = options.platform ?? (await loadPlatform());
+      const verifier = options.platform ?? (await loadPlatform());
+      platform = verifier;
       const uid = process.getuid?.();
       identify = (socket) => {
-        const peer = platform.identifySocketPeer(socketFd(socket));
-        releaseServerPeer = () => platform.releasePeer(peer);
+        const peer = verifier.identifySocketPeer(socketFd(socket));
         if (uid !== undefined && peer.uid !== uid) {
-          releaseServerPeer();
+          verifier.releasePeer(peer);
           throw createError(
             'ERR_SERVER_REJECTED',
             `The process listening at ${path} runs as uid ${peer.uid}, not as you (uid ${uid}). ` +
@@ -201,9 +202,13 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     try {
       transport = await connectUnixSocket(path, {
         signal,
-        ...(identify ? { identify } : {}),
+        ...(identify && platform
+          ? { identify, release: (peer: PeerIdentity) => platform.releasePeer(peer) }
+          : {}),
         ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
       });
+      const serverPeer = transport.peer;
+      if (platform && serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
     } catch (error) {
       if (
         error instanceof BridgekeeperError &&

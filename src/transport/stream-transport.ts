@@ -23,6 +23,15 @@ const debug = createDebug('bridgekeeper:transport');
 /** How long {@link Transport.close} waits for the other side by default, in milliseconds. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2000;
 
+/** Unsent bytes above which a stream transport stops reading by default (1 MiB). */
+export const DEFAULT_HIGH_WATER_BYTES = 1024 * 1024;
+
+/** Unsent bytes a stream transport holds at most by default (16 MiB). */
+export const DEFAULT_MAX_BUFFERED_BYTES = 16 * 1024 * 1024;
+
+/** The 4-byte length prefix in front of every frame. */
+const FRAME_HEADER_BYTES = 4;
+
 /** Options for {@link createStreamTransport}. */
 export interface StreamTransportOptions {
   /** The peer as the OS reported it when the socket was accepted or connected. */
@@ -37,6 +46,81 @@ export interface StreamTransportOptions {
    * before it cuts the connection; default {@link DEFAULT_CLOSE_TIMEOUT_MS}.
    */
   closeTimeoutMs?: number;
+  /**
+   * Once more than this many bytes wait to be sent (the other side reads slower than we answer),
+   * the transport stops reading from it until they have all been sent, so a peer that pipelines
+   * requests without reading the replies only ever costs this much; default
+   * {@link DEFAULT_HIGH_WATER_BYTES}.
+   */
+  highWaterBytes?: number;
+  /**
+   * The most bytes allowed to wait to be sent. A `send()` that would go over it destroys the
+   * transport and throws `ERR_SEND_BUFFER_FULL`: the other side stopped reading. At least
+   * `highWaterBytes` and `maxFrameBytes + 4`; default {@link DEFAULT_MAX_BUFFERED_BYTES}, or
+   * more when either of those needs it.
+   */
+  maxBufferedBytes?: number;
+}
+
+/** The limits of a stream transport, checked and with defaults applied. */
+interface StreamLimits {
+  readonly maxFrameBytes: number;
+  readonly closeTimeoutMs: number;
+  readonly highWaterBytes: number;
+  readonly maxBufferedBytes: number;
+}
+
+function checkByteCount(name: string, value: number): void {
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw createError(
+      'ERR_INVALID_ARGUMENT',
+      `${name} must be a positive whole number of bytes, not ${String(value)}.`,
+    );
+  }
+}
+
+/**
+ * Checks the options of {@link createStreamTransport} and applies their defaults, so that the
+ * listener and connector can refuse bad ones before any connection exists.
+ *
+ * @throws `ERR_INVALID_ARGUMENT` for a bad `maxFrameBytes`, `closeTimeoutMs`, `highWaterBytes`
+ *   or `maxBufferedBytes`.
+ * @internal
+ */
+export function checkStreamTransportOptions(
+  options: Omit<StreamTransportOptions, 'peer'>,
+): StreamLimits {
+  const maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+  const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
+  if (!Number.isFinite(closeTimeoutMs) || closeTimeoutMs < 0) {
+    throw createError(
+      'ERR_INVALID_ARGUMENT',
+      `closeTimeoutMs must be a non-negative number of milliseconds, not ${String(closeTimeoutMs)}.`,
+    );
+  }
+  const highWaterBytes = options.highWaterBytes ?? DEFAULT_HIGH_WATER_BYTES;
+  checkByteCount('highWaterBytes', highWaterBytes);
+  // The largest frame must always fit, or a peer that reads could still see its connection cut.
+  const minBuffered = Math.max(highWaterBytes, maxFrameBytes + FRAME_HEADER_BYTES);
+  const maxBufferedBytes =
+    options.maxBufferedBytes ?? Math.max(DEFAULT_MAX_BUFFERED_BYTES, minBuffered);
+  checkByteCount('maxBufferedBytes', maxBufferedBytes);
+  if (maxBufferedBytes < minBuffered) {
+    throw createError(
+      'ERR_INVALID_ARGUMENT',
+      `maxBufferedBytes (${maxBufferedBytes}) must be at least highWaterBytes (${highWaterBytes}) ` +
+        `and maxFrameBytes + 4 (${maxFrameBytes + FRAME_HEADER_BYTES}), so that the largest message always fits.`,
+    );
+  }
+  return { maxFrameBytes, closeTimeoutMs, highWaterBytes, maxBufferedBytes };
+}
+
+/**
+ * A {@link Transport} over a stream, with a view of its send buffer.
+ */
+export interface StreamTransport extends Transport {
+  /** Bytes sent but not yet handed to the operating system (the socket's `writableLength`). */
+  readonly bufferedBytes: number;
 }
 
 /** Messages held for a subscriber before reading pauses. */
@@ -77,12 +161,14 @@ export function reportListenerError(error: unknown): void {
 
 type State = 'open' | 'closing' | 'closed';
 
-class StreamTransport implements Transport {
+class SocketTransport implements StreamTransport {
   readonly peer: PeerIdentity | undefined;
   readonly #socket: Socket;
   readonly #decoder: FrameDecoder;
   readonly #maxFrameBytes: number;
   readonly #closeTimeoutMs: number;
+  readonly #highWaterBytes: number;
+  readonly #maxBufferedBytes: number;
   readonly #messageListeners = new Set<(message: Message) => void>();
   readonly #closeListeners = new Set<(info: CloseInfo) => void>();
   /** Messages decoded while nobody was subscribed. */
@@ -92,6 +178,11 @@ class StreamTransport implements Transport {
   #started = false;
   /** Whether reading is held back because too many messages wait for a subscriber. */
   #heldBack = false;
+  /**
+   * Whether reading is held back because more than highWaterBytes wait to be sent; cleared once
+   * the send buffer is empty again (what 'drain' means, but also below the socket's own mark).
+   */
+  #sendBlocked = false;
   #corked = false;
   #state: State = 'open';
   #local = false;
@@ -104,16 +195,12 @@ class StreamTransport implements Transport {
   constructor(socket: Socket, options: StreamTransportOptions) {
     this.#socket = socket;
     this.peer = options.peer;
-    this.#maxFrameBytes = checkMaxFrameBytes(options.maxFrameBytes);
+    const limits = checkStreamTransportOptions(options);
+    this.#maxFrameBytes = limits.maxFrameBytes;
+    this.#closeTimeoutMs = limits.closeTimeoutMs;
+    this.#highWaterBytes = limits.highWaterBytes;
+    this.#maxBufferedBytes = limits.maxBufferedBytes;
     this.#decoder = new FrameDecoder({ maxFrameBytes: this.#maxFrameBytes });
-    const closeTimeoutMs = options.closeTimeoutMs ?? DEFAULT_CLOSE_TIMEOUT_MS;
-    if (!Number.isFinite(closeTimeoutMs) || closeTimeoutMs < 0) {
-      throw createError(
-        'ERR_INVALID_ARGUMENT',
-        `closeTimeoutMs must be a non-negative number of milliseconds, not ${String(closeTimeoutMs)}.`,
-      );
-    }
-    this.#closeTimeoutMs = closeTimeoutMs;
     this.#closed = new Promise((resolve) => {
       this.#resolveClosed = resolve;
     });
@@ -141,6 +228,10 @@ class StreamTransport implements Transport {
     return this.#state !== 'open';
   }
 
+  get bufferedBytes(): number {
+    return this.#socket.writableLength;
+  }
+
   send(message: Message): void {
     if (this.#state !== 'open' || this.#socket.destroyed) {
       throw createError(
@@ -149,6 +240,20 @@ class StreamTransport implements Transport {
       );
     }
     const frame = encodeFrame(message, this.#maxFrameBytes);
+    const waiting = this.#socket.writableLength;
+    if (waiting + frame.length > this.#maxBufferedBytes) {
+      // The other side stopped reading (or reads far slower than it asks): holding on would
+      // grow this process without bound for a peer that may never read again.
+      const error = createError(
+        'ERR_SEND_BUFFER_FULL',
+        `Cannot send: the other side stopped reading; ${waiting} bytes were waiting to be sent to it, ` +
+          `and this message (${frame.length} bytes) would go over the limit of ${this.#maxBufferedBytes} bytes ` +
+          '(maxBufferedBytes); the connection was closed.',
+      );
+      debug('closing a connection: %d bytes waiting to be sent', waiting);
+      this.destroy(error);
+      throw error;
+    }
     // Frames sent in one tick leave in one writev instead of one system call each.
     if (!this.#corked) {
       this.#corked = true;
@@ -158,7 +263,35 @@ class StreamTransport implements Transport {
         this.#socket.uncork();
       });
     }
-    this.#socket.write(frame);
+    this.#socket.write(frame, this.#afterWrite);
+    if (!this.#sendBlocked && this.#socket.writableLength > this.#highWaterBytes) {
+      // Every message read may produce a reply: stop reading until the replies are gone.
+      debug('pausing reading: %d bytes waiting to be sent', this.#socket.writableLength);
+      this.#sendBlocked = true;
+      this.#updateReading();
+    }
+  }
+
+  /**
+   * Runs as each write completes. Node's 'drain' only fires past the socket's own high-water
+   * mark, which may be above ours, so an empty buffer is checked here instead.
+   */
+  readonly #afterWrite = (): void => {
+    if (!this.#sendBlocked || this.#socket.writableLength > 0) return;
+    this.#sendBlocked = false;
+    if (this.#state !== 'open') return;
+    debug('resuming reading: everything was sent');
+    // Messages that arrived in the chunk that was being read when reading paused go first.
+    if (this.#queue.length > 0 && this.#messageListeners.size > 0) this.#scheduleFlush();
+    else this.#updateReading();
+  };
+
+  /** Reads from the socket exactly when nothing holds reading back. */
+  #updateReading(): void {
+    // Before the first subscriber nothing is read; once closing, close() drains on its own.
+    if (!this.#started || this.#state !== 'open') return;
+    if (this.#heldBack || this.#sendBlocked) this.#socket.pause();
+    else this.#socket.resume();
   }
 
   onMessage(listener: (message: Message) => void): Disposable {
@@ -169,7 +302,7 @@ class StreamTransport implements Transport {
     if (this.#queue.length > 0) this.#scheduleFlush();
     if (!this.#started) {
       this.#started = true;
-      if (this.#state === 'open') this.#socket.resume();
+      this.#updateReading();
     }
     return toDisposable(() => {
       this.#messageListeners.delete(entry);
@@ -253,13 +386,15 @@ class StreamTransport implements Transport {
 
   readonly #deliver = (message: Message): void => {
     if (this.#state !== 'open') return;
-    if (this.#messageListeners.size === 0 || this.#queue.length > 0) {
+    // While sends are blocked, the rest of the chunk being decoded waits too: pausing the
+    // socket only stops the next chunk.
+    if (this.#messageListeners.size === 0 || this.#queue.length > 0 || this.#sendBlocked) {
       this.#queue.push(message);
       // Reading goes on with nobody subscribed, so a close is still noticed, but a peer that
       // keeps sending meanwhile is held back rather than buffered without bound.
       if (this.#queue.length >= MAX_QUEUED_MESSAGES && !this.#heldBack) {
         this.#heldBack = true;
-        this.#socket.pause();
+        this.#updateReading();
       }
       return;
     }
@@ -285,15 +420,18 @@ class StreamTransport implements Transport {
       this.#flushScheduled = false;
       const queue = this.#queue;
       let index = 0;
-      while (index < queue.length && this.#messageListeners.size > 0 && this.#state === 'open') {
+      while (
+        index < queue.length &&
+        this.#messageListeners.size > 0 &&
+        this.#state === 'open' &&
+        !this.#sendBlocked
+      ) {
         this.#emit(queue[index++]!);
       }
-      // Whatever is left stays queued, in order, for the next subscriber.
+      // Whatever is left stays queued, in order, for the next subscriber or the next drain.
       if (this.#queue === queue) queue.splice(0, index);
-      if (this.#heldBack && this.#queue.length === 0 && this.#state === 'open') {
-        this.#heldBack = false;
-        this.#socket.resume();
-      }
+      if (this.#heldBack && this.#queue.length === 0) this.#heldBack = false;
+      this.#updateReading();
     });
   }
 
@@ -350,7 +488,13 @@ class StreamTransport implements Transport {
  * An exception thrown by a subscriber does not stop the transport; it is rethrown
  * asynchronously, as an EventEmitter listener's would be.
  *
- * @throws `ERR_INVALID_ARGUMENT` for a bad `maxFrameBytes` or `closeTimeoutMs`.
+ * Sending never blocks, but it is bounded: while more than `highWaterBytes` wait to be sent,
+ * no further incoming message is processed (reading resumes once they are all sent), and a
+ * `send()` that would leave more than `maxBufferedBytes` waiting destroys the transport and
+ * throws `ERR_SEND_BUFFER_FULL`.
+ *
+ * @throws `ERR_INVALID_ARGUMENT` for a bad `maxFrameBytes`, `closeTimeoutMs`, `highWaterBytes`
+ *   or `maxBufferedBytes`.
  * @example
  * ```ts
  * const socket = net.connect(path);
@@ -365,6 +509,6 @@ class StreamTransport implements Transport {
 export function createStreamTransport(
   socket: Socket,
   options: StreamTransportOptions = {},
-): Transport {
-  return new StreamTransport(socket, options);
+): StreamTransport {
+  return new SocketTransport(socket, options);
 }

@@ -17,8 +17,12 @@ import path from 'node:path';
 import createDebug from 'debug';
 import { abortError, createError, throwIfAborted } from '../errors.js';
 import { checkSocketFile, checkSocketPathLength } from './endpoint.js';
-import { checkMaxFrameBytes } from './framing.js';
-import { createStreamTransport, reportListenerError } from './stream-transport.js';
+import {
+  checkStreamTransportOptions,
+  createStreamTransport,
+  reportListenerError,
+  type StreamTransportOptions,
+} from './stream-transport.js';
 import {
   type ConnectTransportOptions,
   type Disposable,
@@ -47,14 +51,27 @@ export interface ListenUnixSocketOptions {
    */
   identify?: (socket: Socket) => PeerIdentity;
   /**
-   * Releases what an identity from `identify` holds (a pidfd), for identities the listener
-   * makes and drops itself (probing an existing socket).
+   * Releases what an identity from `identify` holds (a pidfd). Called exactly once for every
+   * identity that does not end up in a delivered transport: the listener's own probe of an
+   * existing socket, a connection whose transport could not be created, and connections still
+   * waiting for an `onConnection` subscriber when the listener closes. The identity of a
+   * delivered transport (`transport.peer`) is the subscriber's to release.
    */
   release?: (peer: PeerIdentity) => void;
   /** Largest frame payload accepted from and sent to clients; default 1 MiB. */
   maxFrameBytes?: number;
   /** How long a connection's `close()` waits for the client to finish; default 2 s. */
   closeTimeoutMs?: number;
+  /**
+   * Unsent bytes on a connection above which it stops reading from that client until they are
+   * sent; default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
+   */
+  highWaterBytes?: number;
+  /**
+   * Unsent bytes on a connection above which it is closed with `ERR_SEND_BUFFER_FULL`;
+   * default 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
+   */
+  maxBufferedBytes?: number;
   /** Cancels setting up the listener (not the listener once it is running). */
   signal?: AbortSignal;
   /** The app's name, for error messages ("another instance of <name> …"). */
@@ -68,6 +85,29 @@ interface FileIdentity {
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
+}
+
+/** The options of `options` that every stream transport gets, as given. */
+function transportOptionsOf(options: Omit<StreamTransportOptions, 'peer'>): StreamTransportOptions {
+  const result: StreamTransportOptions = {};
+  if (options.maxFrameBytes !== undefined) result.maxFrameBytes = options.maxFrameBytes;
+  if (options.closeTimeoutMs !== undefined) result.closeTimeoutMs = options.closeTimeoutMs;
+  if (options.highWaterBytes !== undefined) result.highWaterBytes = options.highWaterBytes;
+  if (options.maxBufferedBytes !== undefined) result.maxBufferedBytes = options.maxBufferedBytes;
+  return result;
+}
+
+/** Releases an identity nobody else will, never letting a failing `release` escape. */
+function releaseQuietly(
+  release: ((peer: PeerIdentity) => void) | undefined,
+  peer: PeerIdentity | undefined,
+): void {
+  if (release === undefined || peer === undefined) return;
+  try {
+    release(peer);
+  } catch (error) {
+    debug('releasing a peer identity failed: %s', (error as Error).message ?? error);
+  }
 }
 
 /**
@@ -86,7 +126,8 @@ class UnixSocketListener implements TransportListener {
   readonly address: string;
   readonly #server: Server;
   readonly #identify: ((socket: Socket) => PeerIdentity) | undefined;
-  readonly #transportOptions: { maxFrameBytes?: number; closeTimeoutMs?: number };
+  readonly #release: ((peer: PeerIdentity) => void) | undefined;
+  readonly #transportOptions: StreamTransportOptions;
   readonly #listeners = new Set<(transport: Transport) => void>();
   /** Connections accepted while nobody was subscribed. */
   #pending: Transport[] = [];
@@ -98,11 +139,8 @@ class UnixSocketListener implements TransportListener {
     this.#server = server;
     this.address = address;
     this.#identify = options.identify;
-    this.#transportOptions = {};
-    if (options.maxFrameBytes !== undefined)
-      this.#transportOptions.maxFrameBytes = options.maxFrameBytes;
-    if (options.closeTimeoutMs !== undefined)
-      this.#transportOptions.closeTimeoutMs = options.closeTimeoutMs;
+    this.#release = options.release;
+    this.#transportOptions = transportOptionsOf(options);
     server.on('connection', (socket: Socket) => this.#accept(socket));
     server.on('error', (error: Error) => {
       debug('listener at %s: %s', address, errnoCode(error) ?? error.message);
@@ -150,7 +188,11 @@ class UnixSocketListener implements TransportListener {
     }
     const pending = this.#pending;
     this.#pending = [];
-    for (const transport of pending) transport.destroy();
+    // Never delivered, so nobody else will release their identities.
+    for (const transport of pending) {
+      transport.destroy();
+      releaseQuietly(this.#release, transport.peer);
+    }
     this.#listeners.clear();
   }
 
@@ -181,6 +223,7 @@ class UnixSocketListener implements TransportListener {
     } catch (error) {
       debug('dropped a connection: %s', (error as Error).message);
       socket.destroy();
+      releaseQuietly(this.#release, peer);
       return;
     }
     if (this.#listeners.size === 0 || this.#pending.length > 0) {
@@ -424,7 +467,8 @@ export async function listenUnixSocket(
     throw createError('ERR_INVALID_ARGUMENT', 'listenUnixSocket needs the socket `path`.');
   }
   throwIfAborted(options.signal, 'Listening');
-  checkMaxFrameBytes(options.maxFrameBytes);
+  // Checked now: a bad option would otherwise drop every connection, one by one.
+  checkStreamTransportOptions(options);
   const uid = process.getuid?.();
   if (uid === undefined) {
     throw createError(
@@ -499,10 +543,26 @@ export interface ConnectUnixSocketOptions {
    * returns its identity for `transport.peer`. Throw (e.g. `ERR_SERVER_REJECTED`) to refuse it.
    */
   identify?: (socket: Socket) => PeerIdentity;
+  /**
+   * Releases what an identity from `identify` holds (a pidfd) when connecting fails after
+   * `identify` returned it; called exactly once then. The identity of a returned transport
+   * (`transport.peer`) is the caller's to release.
+   */
+  release?: (peer: PeerIdentity) => void;
   /** Largest frame payload accepted from and sent to the server; default 1 MiB. */
   maxFrameBytes?: number;
   /** How long `close()` waits for the server to finish; default 2 s. */
   closeTimeoutMs?: number;
+  /**
+   * Unsent bytes above which the transport stops reading from the server until they are sent;
+   * default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
+   */
+  highWaterBytes?: number;
+  /**
+   * Unsent bytes above which the transport is closed with `ERR_SEND_BUFFER_FULL`; default
+   * 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
+   */
+  maxBufferedBytes?: number;
 }
 
 /**
@@ -524,17 +584,18 @@ export function connectUnixSocket(
   socketPath: string,
   options: ConnectUnixSocketOptions = {},
 ): Promise<Transport> {
-  const { signal, identify } = options;
+  const { signal, identify, release } = options;
   try {
     if (typeof socketPath !== 'string' || socketPath.length === 0) {
       throw createError('ERR_INVALID_ARGUMENT', 'connectUnixSocket needs the socket path.');
     }
     throwIfAborted(signal, `Connecting to ${socketPath}`);
     checkSocketPathLength(socketPath);
-    checkMaxFrameBytes(options.maxFrameBytes);
+    checkStreamTransportOptions(options);
   } catch (error) {
     return Promise.reject(error);
   }
+  const transportOptions = transportOptionsOf(options);
   return new Promise((resolve, reject) => {
     const socket = net.connect({ path: socketPath });
     // Paused before it connects, so Node does not start reading when it does.
@@ -549,15 +610,16 @@ export function connectUnixSocket(
       let peer: PeerIdentity | undefined;
       try {
         if (identify) peer = identify(socket);
-        const transportOptions: Parameters<typeof createStreamTransport>[1] = {};
-        if (peer !== undefined) transportOptions.peer = peer;
-        if (options.maxFrameBytes !== undefined)
-          transportOptions.maxFrameBytes = options.maxFrameBytes;
-        if (options.closeTimeoutMs !== undefined)
-          transportOptions.closeTimeoutMs = options.closeTimeoutMs;
-        resolve(createStreamTransport(socket, transportOptions));
+        resolve(
+          createStreamTransport(
+            socket,
+            peer === undefined ? transportOptions : { ...transportOptions, peer },
+          ),
+        );
       } catch (error) {
         socket.destroy();
+        // Only an identity identify() returned: when it throws, it keeps what it made.
+        releaseQuietly(release, peer);
         reject(error);
       }
     };

@@ -115,6 +115,75 @@ function rawClosed(socket: net.Socket): Promise<void> {
   return once(socket, 'close').then(() => {});
 }
 
+/** Waits until `read()` has returned the same value for `quietMs`, and returns that value. */
+async function settled(read: () => number, quietMs = 150, ms = 5000): Promise<number> {
+  const deadline = Date.now() + ms;
+  let value = read();
+  let since = Date.now();
+  while (Date.now() - since < quietMs) {
+    if (Date.now() > deadline) throw new Error(`the value kept changing for ${ms} ms`);
+    await sleep(10);
+    const now = read();
+    if (now !== value) {
+      value = now;
+      since = Date.now();
+    }
+  }
+  return value;
+}
+
+/** Sends 16 KiB messages until send() throws (or 100 of them went), and returns what it threw. */
+function sendUntilThrow(transport: Transport): BridgekeeperError | undefined {
+  for (let attempt = 0; attempt < 100; attempt++) {
+    try {
+      transport.send({ attempt, pad: PAD });
+    } catch (error) {
+      return error as BridgekeeperError;
+    }
+  }
+  return undefined;
+}
+
+/** Small limits, so a peer that does not read hits them after a few hundred KiB. */
+const SMALL_LIMITS = {
+  maxFrameBytes: 64 * 1024,
+  highWaterBytes: 128 * 1024,
+  maxBufferedBytes: 512 * 1024,
+};
+const PAD = 'x'.repeat(16 * 1024);
+
+/**
+ * An identify/release pair that hands out a distinct identity per call and records releases,
+ * so a test can check that every identity made is released exactly once, or not at all.
+ */
+function countingIdentity(): {
+  made: PeerIdentity[];
+  released: PeerIdentity[];
+  identify: () => PeerIdentity;
+  release: (peer: PeerIdentity) => void;
+  timesReleased: (peer: PeerIdentity) => number;
+} {
+  const made: PeerIdentity[] = [];
+  const released: PeerIdentity[] = [];
+  return {
+    made,
+    released,
+    identify: () => {
+      const peer: PeerIdentity = {
+        pid: 10_000 + made.length,
+        pidfd: 100 + made.length,
+        source: 'test',
+      };
+      made.push(peer);
+      return peer;
+    },
+    release: (peer) => {
+      released.push(peer);
+    },
+    timesReleased: (peer) => released.filter((each) => each === peer).length,
+  };
+}
+
 /** Starts `node -e script` and waits until it prints "ready". */
 async function startChild(script: string): Promise<ReturnType<typeof spawn>> {
   const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
@@ -493,6 +562,167 @@ describe('unix socket transport', () => {
       const reply = nextMessage(client);
       client.send({ after: 'listener close' });
       expect(await within(reply, 5000, 'the echo')).toEqual({ echo: { after: 'listener close' } });
+    });
+  });
+
+  describe('send buffer limits', () => {
+    it('stops reading a client that does not read its replies, then closes it with ERR_SEND_BUFFER_FULL, with the limits given to listenUnixSocket', async () => {
+      const listener = await listen(SMALL_LIMITS);
+      const accepted = nextConnection(listener);
+      const raw = await rawConnect(socketPath);
+      raw.pause(); // reads nothing from here on
+      const transport = await accepted;
+      const info = closed(transport);
+      let delivered = 0;
+      transport.onMessage((message) => {
+        delivered++;
+        transport.send({ seq: message.seq, pad: PAD });
+      });
+      raw.write(Buffer.concat(Array.from({ length: 1000 }, (_, seq) => encodeFrame({ seq }))));
+      const settledAt = await settled(() => delivered);
+      expect(settledAt).toBeGreaterThan(0);
+      expect(settledAt).toBeLessThan(1000);
+      expect(transport.closed).toBe(false);
+      // What the server sends on its own is capped.
+      const error = sendUntilThrow(transport);
+      expect(error?.code).toBe('ERR_SEND_BUFFER_FULL');
+      const result = await within(info, 5000, 'the close');
+      expect(result).toEqual({ error, local: true });
+      expect(delivered).toBe(settledAt);
+      await within(rawClosed(raw), 5000, 'the raw client seeing the close');
+    });
+
+    it('closes a connection to a server that does not read with ERR_SEND_BUFFER_FULL, with the limits given to connectUnixSocket', async () => {
+      const listener = await listen();
+      // The server end never subscribes, so it never reads.
+      const accepted = nextConnection(listener);
+      const client = await connectUnixSocket(socketPath, SMALL_LIMITS);
+      cleanups.push(() => client.destroy());
+      const info = closed(client);
+      await within(accepted, 5000, 'the server seeing the connection');
+      const error = sendUntilThrow(client);
+      expect(error?.code).toBe('ERR_SEND_BUFFER_FULL');
+      expect((await within(info, 5000, 'the close')).error).toBe(error);
+    });
+
+    it('refuses bad transport options up front, in listenUnixSocket and connectUnixSocket', async () => {
+      for (const bad of [
+        { highWaterBytes: 0 },
+        { maxBufferedBytes: 1024 },
+        { highWaterBytes: 4096, maxBufferedBytes: 2048, maxFrameBytes: 1024 },
+        { closeTimeoutMs: -1 },
+      ]) {
+        const error = await rejectionOf(listenUnixSocket({ path: socketPath, ...bad }));
+        expect(error.code, JSON.stringify(bad)).toBe('ERR_INVALID_ARGUMENT');
+      }
+      expect(await readdir(directory)).toEqual([]);
+      const listener = await listen();
+      const seen: Transport[] = [];
+      listener.onConnection((transport) => seen.push(transport));
+      const ids = countingIdentity();
+      for (const bad of [
+        { highWaterBytes: 0 },
+        { maxBufferedBytes: 1024 },
+        { closeTimeoutMs: -1 },
+      ]) {
+        const error = await rejectionOf(
+          connectUnixSocket(socketPath, { ...bad, identify: ids.identify, release: ids.release }),
+        );
+        expect(error.code, JSON.stringify(bad)).toBe('ERR_INVALID_ARGUMENT');
+      }
+      // Refused before connecting: no identity was made, and the server saw nothing.
+      expect(ids.made).toHaveLength(0);
+      expect(ids.released).toHaveLength(0);
+      await sleep(50);
+      expect(seen).toHaveLength(0);
+    });
+  });
+
+  describe('releasing peer identities', () => {
+    it('releases, once each, the identities of connections still waiting for a subscriber when the listener closes, and no other', async () => {
+      const ids = countingIdentity();
+      const listener = await listen({ identify: ids.identify, release: ids.release });
+      const delivered: Transport[] = [];
+      const subscription = listener.onConnection((transport) => delivered.push(transport));
+      const first = await connectUnixSocket(socketPath);
+      cleanups.push(() => first.destroy());
+      await within(
+        (async () => {
+          while (delivered.length < 1) await sleep(2);
+        })(),
+        5000,
+        'the first connection being delivered',
+      );
+      subscription.dispose();
+      // Nobody is subscribed now: these wait in the listener.
+      const waiting = await Promise.all([
+        connectUnixSocket(socketPath),
+        connectUnixSocket(socketPath),
+      ]);
+      const waitingClosed = waiting.map((client) => {
+        cleanups.push(() => client.destroy());
+        client.onMessage(() => {});
+        return closed(client);
+      });
+      await within(
+        (async () => {
+          while (ids.made.length < 3) await sleep(2);
+        })(),
+        5000,
+        'the server identifying all three',
+      );
+      expect(ids.released).toHaveLength(0);
+      await listener.close();
+      expect(ids.released).toHaveLength(2);
+      // The delivered connection's identity is its owner's to release.
+      expect(ids.timesReleased(delivered[0]!.peer!)).toBe(0);
+      for (const peer of ids.made.filter((peer) => peer !== delivered[0]!.peer)) {
+        expect(ids.timesReleased(peer)).toBe(1);
+      }
+      for (const info of waitingClosed) {
+        expect((await within(info, 5000, 'a waiting client seeing the close')).local).toBe(false);
+      }
+      expect(delivered[0]!.closed).toBe(false);
+      // Closing again releases nothing more.
+      await listener.close();
+      expect(ids.released).toHaveLength(2);
+    });
+
+    it('releases the identity from its probe of a live server', async () => {
+      const first = await listen();
+      serveEcho(first);
+      const ids = countingIdentity();
+      const error = await rejectionOf(
+        listenUnixSocket({ path: socketPath, identify: ids.identify, release: ids.release }),
+      );
+      expect(error.code).toBe('ERR_ALREADY_RUNNING');
+      expect(ids.made).toHaveLength(1);
+      expect(ids.timesReleased(ids.made[0]!)).toBe(1);
+    });
+
+    it('leaves the identity of a connected transport to the caller, and releases none when identify throws', async () => {
+      const listener = await listen();
+      serveEcho(listener);
+      const ids = countingIdentity();
+      const client = await connectUnixSocket(socketPath, {
+        identify: ids.identify,
+        release: ids.release,
+      });
+      cleanups.push(() => client.destroy());
+      expect(client.peer).toBe(ids.made[0]);
+      await client.close();
+      expect(ids.released).toHaveLength(0);
+      const refusal = new BridgekeeperError('ERR_SERVER_REJECTED', 'not our server');
+      const error = await rejectionOf(
+        connectUnixSocket(socketPath, {
+          identify: () => {
+            throw refusal;
+          },
+          release: ids.release,
+        }),
+      );
+      expect(error).toBe(refusal);
+      expect(ids.released).toHaveLength(0);
     });
   });
 
