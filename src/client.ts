@@ -15,6 +15,7 @@ import {
 } from './errors.js';
 import type { Platform } from './platform/platform.js';
 import { loadPlatform } from './platform/platform.js';
+import { evaluatePolicies, type PeerPolicy } from './policy/peer-policy.js';
 import {
   type ClosingNoticeParams,
   classifyMessage,
@@ -56,6 +57,12 @@ export interface ConnectOptions {
    * before sending anything (so a squatter gets nothing). Default true on sockets.
    */
   verifyServer?: boolean;
+  /**
+   * More checks of the server process, run on its kernel-reported identity before anything is
+   * sent (after the same-user check of `verifyServer`): for example
+   * `allowExecutables(['/opt/secrets-agent/agent'])`. Any rejection fails with `ERR_SERVER_REJECTED`.
+   */
+  serverPolicies?: readonly PeerPolicy[];
   /** The OS services to use; default: the module for this OS, loaded when needed. */
   platform?: Platform;
   /** A hint appended to "app unavailable" errors, e.g. "Start it with `secrets-agent serve`." */
@@ -209,6 +216,25 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       });
       const serverPeer = transport.peer;
       if (platform && serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
+      if (options.serverPolicies?.length) {
+        // Nothing has been sent yet: the transport writes only when the client says hello.
+        const verdict = serverPeer
+          ? await evaluatePolicies(options.serverPolicies, serverPeer)
+          : ({
+              allowed: false,
+              policy: 'identity',
+              reason: 'the server could not be identified',
+            } as const);
+        if (!verdict.allowed) {
+          transport.destroy();
+          releaseServerPeer?.();
+          throw createError(
+            'ERR_SERVER_REJECTED',
+            `The process listening at ${path} failed the check "${verdict.policy}" (${verdict.reason}). ` +
+              'Nothing was sent to it. Check which program runs there.',
+          );
+        }
+      }
     } catch (error) {
       if (
         error instanceof BridgekeeperError &&

@@ -36,8 +36,11 @@ export function parseDuration(text: string): number {
 /** How the agent describes a prompt in its log: verified data plainly, client claims labelled. */
 export function describePrompt(request: PromptRequest): string {
   const who = `${request.process.program ?? 'a process'} (pid ${request.process.pid ?? '?'}) in ${request.process.host}`;
+  const command = request.process.commandLine?.join(' ');
+  const shown = command && command.length > 120 ? `${command.slice(0, 119)}…` : command;
+  const commandLine = shown ? ` [command line: ${shown}]` : '';
   const claim = request.claims.name ? `; it says it is "${request.claims.name}"` : '';
-  return `Allow ${who} to use "${request.account.displayName}"?${claim}${request.unlocks ? ' [unlocks the app]' : ''}`;
+  return `Allow ${who} to use "${request.account.displayName}"?${commandLine}${claim}${request.unlocks ? ' [unlocks the app]' : ''}`;
 }
 
 export interface AgentOptions {

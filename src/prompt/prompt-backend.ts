@@ -29,6 +29,12 @@ export interface ProcessDescription {
   readonly pid?: number;
   /** Absolute path of the client's executable, where readable. */
   readonly executable?: string;
+  /**
+   * The client's command line as the kernel reported it at connect, bounded in length. The
+   * process can rewrite its own argv after exec, so this is detail to show next to the
+   * executable (which it cannot change), never instead of it.
+   */
+  readonly commandLine?: readonly string[];
 }
 
 /** What the client said about itself. Shown to the person labelled as the client's claim, or not at all. */

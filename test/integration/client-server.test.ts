@@ -18,7 +18,7 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BridgekeeperError, connect, createServer } from 'bridgekeeper';
+import { BridgekeeperError, connect, createServer, peerPredicate } from 'bridgekeeper';
 import { ScriptedPromptBackend } from 'bridgekeeper/testing';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
@@ -258,6 +258,38 @@ describe('real app process, real clients', () => {
       await server.close();
     },
   );
+
+  it('checks the server with serverPolicies before sending anything', async () => {
+    const server = createServer({ app: 'bk-integration', prompt: new ScriptedPromptBackend() });
+    server.handle('echo', (params) => params);
+    const handshakes: unknown[] = [];
+    server.on('connection', (event) => handshakes.push(event));
+    await server.listen({ path: socketPath });
+    const error = await connect({
+      app: 'bk-integration',
+      path: socketPath,
+      serverPolicies: [
+        peerPredicate('agent-binary', (peer) => peer.executable === '/opt/agent/agent'),
+      ],
+    }).catch((caught: unknown) => caught);
+    expect(error).toMatchObject({ code: 'ERR_SERVER_REJECTED' });
+    expect((error as Error).message).toContain('agent-binary');
+    const ok = await connect({
+      app: 'bk-integration',
+      path: socketPath,
+      serverPolicies: [
+        peerPredicate(
+          'same-executable',
+          (peer) => peer.executable === realpathSync(process.execPath),
+        ),
+      ],
+    });
+    expect(await ok.request('echo', ['ok'])).toEqual(['ok']);
+    await ok.close();
+    // Only the accepted client ever completed a hello.
+    expect(handshakes).toHaveLength(1);
+    await server.close();
+  });
 
   it('answers ERR_INTERNAL when a result exceeds the frame limit, and the connection stays usable', async () => {
     const server = createServer({

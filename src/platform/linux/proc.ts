@@ -348,6 +348,50 @@ export function readExecutableSync(pid: number): string | undefined {
   }
 }
 
+/** Bounds on a command line kept for a prompt: the person reads it, so it stays short. */
+export const COMMAND_LINE_LIMITS = { args: 32, argChars: 200, totalChars: 1_000 } as const;
+
+/**
+ * A process's command line (`/proc/<pid>/cmdline`), bounded by {@link COMMAND_LINE_LIMITS}
+ * (an argument cut short ends in "…", and "…" stands for arguments left out).
+ *
+ * The kernel reads it from the process's own memory, which the process may rewrite after exec
+ * (Node's `process.title` does): it says what the process was started as, unless it chose to
+ * say otherwise. Show it as detail next to the executable, never instead of it.
+ *
+ * @returns the arguments, or `undefined` when they cannot be read (gone, another user's, a kernel thread).
+ */
+export async function readCommandLine(pid: number): Promise<string[] | undefined> {
+  checkPid(pid);
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+  } catch (error) {
+    if (isUnreadable(error)) return undefined;
+    throw readFailed(`/proc/${pid}/cmdline`, error);
+  }
+  if (text.length === 0) return undefined;
+  const all = text.endsWith('\0') ? text.slice(0, -1).split('\0') : text.split('\0');
+  const args: string[] = [];
+  let total = 0;
+  for (const arg of all) {
+    const clipped =
+      arg.length > COMMAND_LINE_LIMITS.argChars
+        ? `${arg.slice(0, COMMAND_LINE_LIMITS.argChars - 1)}…`
+        : arg;
+    if (
+      args.length === COMMAND_LINE_LIMITS.args ||
+      total + clipped.length > COMMAND_LINE_LIMITS.totalChars
+    ) {
+      args.push('…');
+      break;
+    }
+    args.push(clipped);
+    total += clipped.length;
+  }
+  return args;
+}
+
 /**
  * The device and inode of the file a process executes (`stat` through `/proc/<pid>/exe`), as
  * `"dev:ino"`. Unlike the path, it survives the file being deleted or replaced on disk (a
@@ -375,6 +419,8 @@ export interface ProcReader {
   readExecutable(pid: number): Promise<string | undefined>;
   /** The boot id (cached). */
   readBootId(): Promise<string>;
+  /** `/proc/<pid>/cmdline`, bounded; optional so that simple fakes need not provide it. */
+  readCommandLine?(pid: number): Promise<string[] | undefined>;
 }
 
 /** The real `/proc`. */
@@ -382,4 +428,5 @@ export const systemProc: ProcReader = {
   readStat: readProcStat,
   readExecutable,
   readBootId,
+  readCommandLine,
 };

@@ -274,10 +274,12 @@ export async function describeProcess(
   host ??= program ?? `pid ${pid}`;
   debug('pid %d (%s) is hosted by %s', pid, program, host);
 
+  const commandLine = peer ? await proc.readCommandLine?.(pid) : undefined;
   return {
     host,
     ...(program === undefined ? {} : { program }),
     pid,
     ...(peer?.executable === undefined ? {} : { executable: peer.executable }),
+    ...(commandLine === undefined ? {} : { commandLine }),
   };
 }

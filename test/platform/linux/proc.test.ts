@@ -208,3 +208,36 @@ describe.skipIf(process.platform !== 'linux')('readers of the real /proc (Linux 
     await expect(readExecutable(1.5)).rejects.toMatchObject({ code: 'ERR_PLATFORM' });
   });
 });
+
+describe('readCommandLine', () => {
+  it('reads a real process’s arguments and bounds what a prompt would show', async () => {
+    const { spawn } = await import('node:child_process');
+    const { readCommandLine, COMMAND_LINE_LIMITS } = await import(
+      '../../../src/platform/linux/proc.js'
+    );
+    const long = 'x'.repeat(COMMAND_LINE_LIMITS.argChars + 50);
+    const many = Array.from({ length: 40 }, (_, index) => `a${index}`);
+    // sh keeps its own arguments ($0 and the positional ones) in its command line while it waits.
+    const shell = (...args: string[]) => spawn('sh', ['-c', 'sleep 30; :', ...args]);
+    const children = [shell('name', 'with space'), shell('name', long), shell('name', ...many)];
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(await readCommandLine(children[0]!.pid!)).toEqual([
+        'sh',
+        '-c',
+        'sleep 30; :',
+        'name',
+        'with space',
+      ]);
+      const clipped = await readCommandLine(children[1]!.pid!);
+      expect(clipped?.[4]).toHaveLength(COMMAND_LINE_LIMITS.argChars);
+      expect(clipped?.[4]?.endsWith('…')).toBe(true);
+      const bounded = await readCommandLine(children[2]!.pid!);
+      expect(bounded).toHaveLength(COMMAND_LINE_LIMITS.args + 1);
+      expect(bounded?.at(-1)).toBe('…');
+      expect(await readCommandLine(2 ** 22 + 12345)).toBeUndefined();
+    } finally {
+      for (const child of children) child.kill('SIGKILL');
+    }
+  });
+});
