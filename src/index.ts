@@ -90,6 +90,7 @@ export type {
   SessionCredentialProvider,
   SessionScope,
 } from './session/credentials.js';
+export { describeOwnSession } from './session/own-session.js';
 export { perProcessCredentials } from './session/peer-credentials.js';
 export type {
   Endpoint,

@@ -12,7 +12,7 @@
 
 import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
-import { BridgekeeperError, type Client, connect } from 'bridgekeeper';
+import { BridgekeeperError, type Client, connect, describeOwnSession } from 'bridgekeeper';
 
 const APP = process.env.BK_SECRETS_APP ?? 'bk-secrets';
 
@@ -133,6 +133,15 @@ async function main(argv: string[]): Promise<number> {
         process.stdout.write(
           `agent:   ${server.name} ${server.version}\nsession: ${session.id}\nscope:   ${scope}\n`,
         );
+        // The CLI's own computation, for diagnostics only: the agent decided from the kernel's view.
+        const mine = await describeOwnSession().catch(() => undefined);
+        if (mine) {
+          process.stdout.write(
+            mine.id === session.id
+              ? `host:    ${mine.process.host} (this process computes the same session)\n`
+              : `note:    this process computes session ${mine.id}; the agent's view is the one that counts\n`,
+          );
+        }
         return 0;
       }
       case 'status': {

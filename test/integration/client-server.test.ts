@@ -81,6 +81,8 @@ interface ClientResult {
   ok: boolean;
   result?: { session: string; scope: string };
   session?: { id: string; scope: string };
+  /** The client's own computation of its session (describeOwnSession). */
+  own?: string;
   code?: string;
 }
 
@@ -206,6 +208,9 @@ describe('real app process, real clients', () => {
       expect(otherTerminal!.session!.id).not.toBe(first!.session!.id);
       // The session the handler saw is the one the hello reported.
       expect(first!.result!.session).toBe(first!.session!.id);
+      // The client's own diagnostic view agrees with the server's, in each kind of session.
+      for (const result of [first, second, detached, otherTerminal])
+        expect(result!.own).toBe(result!.session!.id);
       // One prompt per session: the second client in the first pty needed none.
       expect(app.prompts).toEqual([
         first!.session!.id,
