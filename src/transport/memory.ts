@@ -9,18 +9,17 @@
 
 import { abortError, createError, throwIfAborted } from '../errors.js';
 import { serializeMessage } from './framing.js';
-import { reportListenerError } from './stream-transport.js';
-import {
-  type CloseInfo,
-  type ConnectTransportOptions,
-  type Disposable,
-  type Message,
-  type PeerIdentity,
-  type Transport,
-  type TransportConnector,
-  type TransportListener,
-  toDisposable,
+import type {
+  CloseInfo,
+  ConnectTransportOptions,
+  Disposable,
+  Message,
+  PeerIdentity,
+  Transport,
+  TransportConnector,
+  TransportListener,
 } from './transport.js';
+import { ConnectionEvents, TransportEvents } from './transport-events.js';
 
 /**
  * The identity memory transports report when none is given: this very process, as the same
@@ -46,35 +45,26 @@ type InboxEntry =
   | { readonly message: Message }
   | { readonly close: true; readonly error: Error | undefined };
 
-type State = 'open' | 'closing' | 'closed';
-
 class MemoryTransport implements Transport {
   readonly peer: PeerIdentity | undefined;
   other!: MemoryTransport;
-  readonly #messageListeners = new Set<(message: Message) => void>();
-  readonly #closeListeners = new Set<(info: CloseInfo) => void>();
-  #inbox: InboxEntry[] = [];
+  /**
+   * The queue is this end's inbox. It reads (drains it) from the first onMessage subscription
+   * on, as a socket would.
+   */
+  readonly #events = new TransportEvents<InboxEntry>();
   #drainScheduled = false;
-  /** Whether this end reads (from its first onMessage subscription on), as a socket would. */
-  #started = false;
-  #state: State = 'open';
-  #info: CloseInfo | undefined;
-  #closed: Promise<void>;
-  #resolveClosed!: () => void;
 
   constructor(peer: PeerIdentity | undefined) {
     this.peer = peer;
-    this.#closed = new Promise((resolve) => {
-      this.#resolveClosed = resolve;
-    });
   }
 
   get closed(): boolean {
-    return this.#state !== 'open';
+    return this.#events.state !== 'open';
   }
 
   send(message: Message): void {
-    if (this.#state !== 'open') {
+    if (this.#events.state !== 'open') {
       throw createError(
         'ERR_TRANSPORT_CLOSED',
         'Cannot send: the connection is closed. Open a new connection to send more messages.',
@@ -87,53 +77,27 @@ class MemoryTransport implements Transport {
   }
 
   onMessage(listener: (message: Message) => void): Disposable {
-    if (this.#state === 'closed') return toDisposable(() => {});
-    const entry = (message: Message): void => listener(message);
-    this.#messageListeners.add(entry);
-    this.#started = true;
-    this.#scheduleDrain();
-    return toDisposable(() => {
-      this.#messageListeners.delete(entry);
-    });
+    return this.#events.onMessage(listener, () => this.#scheduleDrain());
   }
 
   onClose(listener: (info: CloseInfo) => void): Disposable {
-    const info = this.#info;
-    if (info !== undefined) {
-      let active = true;
-      queueMicrotask(() => {
-        if (!active) return;
-        try {
-          listener(info);
-        } catch (error) {
-          reportListenerError(error);
-        }
-      });
-      return toDisposable(() => {
-        active = false;
-      });
-    }
-    const entry = (closeInfo: CloseInfo): void => listener(closeInfo);
-    this.#closeListeners.add(entry);
-    return toDisposable(() => {
-      this.#closeListeners.delete(entry);
-    });
+    return this.#events.onClose(listener);
   }
 
   close(): Promise<void> {
-    if (this.#state === 'open') {
-      this.#state = 'closing';
-      this.#inbox = [];
+    if (this.#events.state === 'open') {
+      this.#events.state = 'closing';
+      this.#events.dropQueue();
       this.other.receive({ close: true, error: undefined });
-      setImmediate(() => this.#finish({ local: true }));
+      setImmediate(() => this.#events.finish({ local: true }));
     }
-    return this.#closed;
+    return this.#events.closed;
   }
 
   destroy(error?: Error): void {
-    if (this.#state !== 'open') return;
-    this.#state = 'closing';
-    this.#inbox = [];
+    if (this.#events.state !== 'open') return;
+    this.#events.state = 'closing';
+    this.#events.dropQueue();
     // The other end learns that this one broke, not why: over a socket nothing would cross.
     this.other.receive({
       close: true,
@@ -146,7 +110,7 @@ class MemoryTransport implements Transport {
             ),
     });
     setImmediate(() =>
-      this.#finish(error === undefined ? { local: true } : { error, local: true }),
+      this.#events.finish(error === undefined ? { local: true } : { error, local: true }),
     );
   }
 
@@ -156,13 +120,13 @@ class MemoryTransport implements Transport {
 
   /** @internal Queues something the other end sent. */
   receive(entry: InboxEntry): void {
-    if (this.#state !== 'open') return;
-    this.#inbox.push(entry);
+    if (this.#events.state !== 'open') return;
+    this.#events.queue.push(entry);
     this.#scheduleDrain();
   }
 
   #scheduleDrain(): void {
-    if (this.#drainScheduled || !this.#started || this.#inbox.length === 0) return;
+    if (this.#drainScheduled || !this.#events.started || this.#events.queue.length === 0) return;
     this.#drainScheduled = true;
     setImmediate(() => {
       this.#drainScheduled = false;
@@ -171,18 +135,18 @@ class MemoryTransport implements Transport {
   }
 
   #drain(): void {
-    const inbox = this.#inbox;
+    const inbox = this.#events.queue;
     let index = 0;
-    while (index < inbox.length && this.#state === 'open') {
+    while (index < inbox.length && this.#events.state === 'open') {
       const entry = inbox[index]!;
       if ('close' in entry) {
-        this.#state = 'closing';
-        this.#finish(
+        this.#events.state = 'closing';
+        this.#events.finish(
           entry.error === undefined ? { local: false } : { error: entry.error, local: false },
         );
         return;
       }
-      if (this.#messageListeners.size === 0) {
+      if (!this.#events.hasMessageListeners) {
         // Nobody subscribed: messages wait for the next subscriber, but a close behind them
         // still gets through (and drops them), as on a socket that keeps reading.
         let closeAt = index + 1;
@@ -192,34 +156,9 @@ class MemoryTransport implements Transport {
         continue;
       }
       index++;
-      for (const listener of this.#messageListeners) {
-        try {
-          listener(entry.message);
-        } catch (error) {
-          reportListenerError(error);
-        }
-        if (this.#state !== 'open') break;
-      }
+      this.#events.emit(entry.message);
     }
-    if (this.#inbox === inbox) inbox.splice(0, index);
-  }
-
-  #finish(info: CloseInfo): void {
-    if (this.#state === 'closed') return;
-    this.#state = 'closed';
-    this.#info = info;
-    this.#inbox = [];
-    this.#messageListeners.clear();
-    const listeners = [...this.#closeListeners];
-    this.#closeListeners.clear();
-    for (const listener of listeners) {
-      try {
-        listener(info);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
-    this.#resolveClosed();
+    if (this.#events.queue === inbox) inbox.splice(0, index);
   }
 }
 
@@ -279,9 +218,7 @@ export interface MemoryConnectOptions {
  */
 export class MemoryListener implements TransportListener {
   readonly address: string;
-  readonly #listeners = new Set<(transport: Transport) => void>();
-  #pending: Transport[] = [];
-  #flushScheduled = false;
+  readonly #connections = new ConnectionEvents(() => !this.#closed);
   #closed = false;
 
   constructor(address = 'memory') {
@@ -294,12 +231,7 @@ export class MemoryListener implements TransportListener {
   }
 
   onConnection(listener: (transport: Transport) => void): Disposable {
-    const entry = (transport: Transport): void => listener(transport);
-    this.#listeners.add(entry);
-    this.#scheduleFlush();
-    return toDisposable(() => {
-      this.#listeners.delete(entry);
-    });
+    return this.#connections.onConnection(listener);
   }
 
   /**
@@ -329,8 +261,7 @@ export class MemoryListener implements TransportListener {
       clientPeer: options.peer ?? DEFAULT_MEMORY_PEER,
       serverPeer: options.serverPeer ?? DEFAULT_MEMORY_PEER,
     });
-    if (this.#listeners.size === 0 || this.#pending.length > 0) this.#pending.push(server);
-    else this.#emit(server);
+    this.#connections.deliver(server);
     return client;
   }
 
@@ -362,10 +293,7 @@ export class MemoryListener implements TransportListener {
   close(): Promise<void> {
     if (!this.#closed) {
       this.#closed = true;
-      const pending = this.#pending;
-      this.#pending = [];
-      for (const transport of pending) transport.destroy();
-      this.#listeners.clear();
+      this.#connections.close((transport) => transport.destroy());
     }
     return Promise.resolve();
   }
@@ -381,26 +309,5 @@ export class MemoryListener implements TransportListener {
         `Nothing is listening at ${this.address}. Start the app, then try again.`,
       );
     }
-  }
-
-  #emit(transport: Transport): void {
-    for (const listener of this.#listeners) {
-      try {
-        listener(transport);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled || this.#pending.length === 0) return;
-    this.#flushScheduled = true;
-    queueMicrotask(() => {
-      this.#flushScheduled = false;
-      while (this.#pending.length > 0 && this.#listeners.size > 0 && !this.#closed) {
-        this.#emit(this.#pending.shift()!);
-      }
-    });
   }
 }

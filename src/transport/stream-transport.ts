@@ -9,14 +9,10 @@ import type { Socket } from 'node:net';
 import createDebug from 'debug';
 import { BridgekeeperError, createError } from '../errors.js';
 import { checkMaxFrameBytes, encodeFrame, FrameDecoder } from './framing.js';
-import {
-  type CloseInfo,
-  type Disposable,
-  type Message,
-  type PeerIdentity,
-  type Transport,
-  toDisposable,
-} from './transport.js';
+import type { CloseInfo, Disposable, Message, PeerIdentity, Transport } from './transport.js';
+import { TransportEvents } from './transport-events.js';
+
+export { reportListenerError } from './transport-events.js';
 
 const debug = createDebug('bridgekeeper:transport');
 
@@ -147,20 +143,6 @@ function socketError(error: Error): Error {
   );
 }
 
-/**
- * Reports a subscriber's exception the way an EventEmitter listener's would surface: as an
- * uncaught exception, after the other subscribers ran.
- *
- * @internal
- */
-export function reportListenerError(error: unknown): void {
-  queueMicrotask(() => {
-    throw error;
-  });
-}
-
-type State = 'open' | 'closing' | 'closed';
-
 class SocketTransport implements StreamTransport {
   readonly peer: PeerIdentity | undefined;
   readonly #socket: Socket;
@@ -169,13 +151,12 @@ class SocketTransport implements StreamTransport {
   readonly #closeTimeoutMs: number;
   readonly #highWaterBytes: number;
   readonly #maxBufferedBytes: number;
-  readonly #messageListeners = new Set<(message: Message) => void>();
-  readonly #closeListeners = new Set<(info: CloseInfo) => void>();
-  /** Messages decoded while nobody was subscribed. */
-  #queue: Message[] = [];
+  /**
+   * Queues messages decoded while nobody was subscribed (or while sends are blocked); reading
+   * begins on the first onMessage subscription.
+   */
+  readonly #events = new TransportEvents<Message>();
   #flushScheduled = false;
-  /** Whether reading has begun (on the first onMessage subscription). */
-  #started = false;
   /** Whether reading is held back because too many messages wait for a subscriber. */
   #heldBack = false;
   /**
@@ -184,13 +165,9 @@ class SocketTransport implements StreamTransport {
    */
   #sendBlocked = false;
   #corked = false;
-  #state: State = 'open';
   #local = false;
   #error: Error | undefined;
-  #info: CloseInfo | undefined;
   #closeTimer: NodeJS.Timeout | undefined;
-  #closed: Promise<void>;
-  #resolveClosed!: () => void;
 
   constructor(socket: Socket, options: StreamTransportOptions) {
     this.#socket = socket;
@@ -201,9 +178,6 @@ class SocketTransport implements StreamTransport {
     this.#highWaterBytes = limits.highWaterBytes;
     this.#maxBufferedBytes = limits.maxBufferedBytes;
     this.#decoder = new FrameDecoder({ maxFrameBytes: this.#maxFrameBytes });
-    this.#closed = new Promise((resolve) => {
-      this.#resolveClosed = resolve;
-    });
 
     // Not one byte is read before the first onMessage subscriber: a server checks the peer
     // first and may drop it unread. A 'data' listener does not resume a paused socket.
@@ -215,7 +189,7 @@ class SocketTransport implements StreamTransport {
     });
     socket.on('close', () => this.#finish());
     if (socket.destroyed) {
-      this.#state = 'closing';
+      this.#events.state = 'closing';
       this.#error ??= createError(
         'ERR_APP_UNAVAILABLE',
         'The connection was already closed when it was handed over.',
@@ -225,7 +199,7 @@ class SocketTransport implements StreamTransport {
   }
 
   get closed(): boolean {
-    return this.#state !== 'open';
+    return this.#events.state !== 'open';
   }
 
   get bufferedBytes(): number {
@@ -233,7 +207,7 @@ class SocketTransport implements StreamTransport {
   }
 
   send(message: Message): void {
-    if (this.#state !== 'open' || this.#socket.destroyed) {
+    if (this.#events.state !== 'open' || this.#socket.destroyed) {
       throw createError(
         'ERR_TRANSPORT_CLOSED',
         'Cannot send: the connection is closed. Open a new connection to send more messages.',
@@ -279,65 +253,37 @@ class SocketTransport implements StreamTransport {
   readonly #afterWrite = (): void => {
     if (!this.#sendBlocked || this.#socket.writableLength > 0) return;
     this.#sendBlocked = false;
-    if (this.#state !== 'open') return;
+    if (this.#events.state !== 'open') return;
     debug('resuming reading: everything was sent');
     // Messages that arrived in the chunk that was being read when reading paused go first.
-    if (this.#queue.length > 0 && this.#messageListeners.size > 0) this.#scheduleFlush();
+    if (this.#events.queue.length > 0 && this.#events.hasMessageListeners) this.#scheduleFlush();
     else this.#updateReading();
   };
 
   /** Reads from the socket exactly when nothing holds reading back. */
   #updateReading(): void {
     // Before the first subscriber nothing is read; once closing, close() drains on its own.
-    if (!this.#started || this.#state !== 'open') return;
+    if (!this.#events.started || this.#events.state !== 'open') return;
     if (this.#heldBack || this.#sendBlocked) this.#socket.pause();
     else this.#socket.resume();
   }
 
   onMessage(listener: (message: Message) => void): Disposable {
-    if (this.#state === 'closed') return toDisposable(() => {});
-    // Wrapped so that one function subscribed twice is two subscriptions.
-    const entry = (message: Message): void => listener(message);
-    this.#messageListeners.add(entry);
-    if (this.#queue.length > 0) this.#scheduleFlush();
-    if (!this.#started) {
-      this.#started = true;
-      this.#updateReading();
-    }
-    return toDisposable(() => {
-      this.#messageListeners.delete(entry);
+    return this.#events.onMessage(listener, (first) => {
+      if (this.#events.queue.length > 0) this.#scheduleFlush();
+      if (first) this.#updateReading();
     });
   }
 
   onClose(listener: (info: CloseInfo) => void): Disposable {
-    const info = this.#info;
-    if (info !== undefined) {
-      let active = true;
-      queueMicrotask(() => {
-        if (!active) return;
-        try {
-          listener(info);
-        } catch (error) {
-          reportListenerError(error);
-        }
-      });
-      return toDisposable(() => {
-        active = false;
-      });
-    }
-    // Wrapped so that one function subscribed twice is two subscriptions.
-    const entry = (closeInfo: CloseInfo): void => listener(closeInfo);
-    this.#closeListeners.add(entry);
-    return toDisposable(() => {
-      this.#closeListeners.delete(entry);
-    });
+    return this.#events.onClose(listener);
   }
 
   close(): Promise<void> {
-    if (this.#state === 'open') {
-      this.#state = 'closing';
+    if (this.#events.state === 'open') {
+      this.#events.state = 'closing';
       this.#local = true;
-      this.#queue = [];
+      this.#events.dropQueue();
       // end() flushes what was sent, then sends FIN; the other side answers with its own FIN,
       // which only arrives if we read, so drain and discard from here on.
       this.#socket.end();
@@ -351,17 +297,17 @@ class SocketTransport implements StreamTransport {
       }, this.#closeTimeoutMs);
       this.#closeTimer.unref();
     }
-    return this.#closed;
+    return this.#events.closed;
   }
 
   destroy(error?: Error): void {
-    if (this.#state === 'closed') return;
-    if (this.#state === 'open') {
-      this.#state = 'closing';
+    if (this.#events.state === 'closed') return;
+    if (this.#events.state === 'open') {
+      this.#events.state = 'closing';
       this.#local = true;
     }
     if (error !== undefined) this.#error ??= error;
-    this.#queue = [];
+    this.#events.dropQueue();
     this.#socket.destroy();
   }
 
@@ -370,47 +316,37 @@ class SocketTransport implements StreamTransport {
   }
 
   #onData(chunk: Buffer): void {
-    if (this.#state !== 'open') return;
+    if (this.#events.state !== 'open') return;
     try {
       this.#decoder.decode(chunk, this.#deliver);
     } catch (error) {
       // Only the decoder throws here (listener errors are reported separately): the peer broke
       // the framing, so nothing more it sends can be trusted to line up.
       debug('closing a connection: %s', (error as BridgekeeperError).code);
-      this.#state = 'closing';
+      this.#events.state = 'closing';
       this.#error ??= error as Error;
-      this.#queue = [];
+      this.#events.dropQueue();
       this.#socket.destroy();
     }
   }
 
   readonly #deliver = (message: Message): void => {
-    if (this.#state !== 'open') return;
+    const events = this.#events;
+    if (events.state !== 'open') return;
     // While sends are blocked, the rest of the chunk being decoded waits too: pausing the
     // socket only stops the next chunk.
-    if (this.#messageListeners.size === 0 || this.#queue.length > 0 || this.#sendBlocked) {
-      this.#queue.push(message);
+    if (!events.hasMessageListeners || events.queue.length > 0 || this.#sendBlocked) {
+      events.queue.push(message);
       // Reading goes on with nobody subscribed, so a close is still noticed, but a peer that
       // keeps sending meanwhile is held back rather than buffered without bound.
-      if (this.#queue.length >= MAX_QUEUED_MESSAGES && !this.#heldBack) {
+      if (events.queue.length >= MAX_QUEUED_MESSAGES && !this.#heldBack) {
         this.#heldBack = true;
         this.#updateReading();
       }
       return;
     }
-    this.#emit(message);
+    events.emit(message);
   };
-
-  #emit(message: Message): void {
-    for (const listener of this.#messageListeners) {
-      try {
-        listener(message);
-      } catch (error) {
-        reportListenerError(error);
-      }
-      if (this.#state !== 'open') return;
-    }
-  }
 
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
@@ -418,26 +354,27 @@ class SocketTransport implements StreamTransport {
     // Not synchronously inside onMessage(): the subscriber has not even got its disposable yet.
     queueMicrotask(() => {
       this.#flushScheduled = false;
-      const queue = this.#queue;
+      const events = this.#events;
+      const queue = events.queue;
       let index = 0;
       while (
         index < queue.length &&
-        this.#messageListeners.size > 0 &&
-        this.#state === 'open' &&
+        events.hasMessageListeners &&
+        events.state === 'open' &&
         !this.#sendBlocked
       ) {
-        this.#emit(queue[index++]!);
+        events.emit(queue[index++]!);
       }
       // Whatever is left stays queued, in order, for the next subscriber or the next drain.
-      if (this.#queue === queue) queue.splice(0, index);
-      if (this.#heldBack && this.#queue.length === 0) this.#heldBack = false;
+      if (events.queue === queue) queue.splice(0, index);
+      if (this.#heldBack && events.queue.length === 0) this.#heldBack = false;
       this.#updateReading();
     });
   }
 
   #onEnd(): void {
-    if (this.#state === 'open') {
-      this.#state = 'closing';
+    if (this.#events.state === 'open') {
+      this.#events.state = 'closing';
       if (this.#decoder.bufferedBytes > 0) {
         this.#error ??= createError(
           'ERR_PROTOCOL',
@@ -451,28 +388,15 @@ class SocketTransport implements StreamTransport {
   }
 
   #finish(): void {
-    if (this.#state === 'closed') return;
-    this.#state = 'closed';
+    if (this.#events.state === 'closed') return;
     clearTimeout(this.#closeTimer);
     const info: CloseInfo =
       this.#error === undefined
         ? { local: this.#local }
         : { error: this.#error, local: this.#local };
-    this.#info = info;
     if (info.error)
       debug('connection closed with %s', (info.error as BridgekeeperError).code ?? info.error.name);
-    this.#queue = [];
-    this.#messageListeners.clear();
-    const listeners = [...this.#closeListeners];
-    this.#closeListeners.clear();
-    for (const listener of listeners) {
-      try {
-        listener(info);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
-    this.#resolveClosed();
+    this.#events.finish(info);
   }
 }
 

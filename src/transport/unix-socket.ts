@@ -20,18 +20,17 @@ import { checkSocketFile, checkSocketPathLength } from './endpoint.js';
 import {
   checkStreamTransportOptions,
   createStreamTransport,
-  reportListenerError,
   type StreamTransportOptions,
 } from './stream-transport.js';
-import {
-  type ConnectTransportOptions,
-  type Disposable,
-  type PeerIdentity,
-  type Transport,
-  type TransportConnector,
-  type TransportListener,
-  toDisposable,
+import type {
+  ConnectTransportOptions,
+  Disposable,
+  PeerIdentity,
+  Transport,
+  TransportConnector,
+  TransportListener,
 } from './transport.js';
+import { ConnectionEvents } from './transport-events.js';
 
 const debug = createDebug('bridgekeeper:transport');
 
@@ -41,8 +40,29 @@ const PROBE_TIMEOUT_MS = 1000;
 /** Link attempts before giving up, when stale sockets keep reappearing. */
 const MAX_PUBLISH_ATTEMPTS = 3;
 
+/**
+ * The limits every connection gets, on both ends: {@link ListenUnixSocketOptions} and
+ * {@link ConnectUnixSocketOptions} share them, and they go to `createStreamTransport` as given.
+ */
+interface UnixSocketLimits {
+  /** Largest frame payload accepted from and sent to the other side; default 1 MiB. */
+  maxFrameBytes?: number;
+  /** How long a connection's `close()` waits for the other side to finish; default 2 s. */
+  closeTimeoutMs?: number;
+  /**
+   * Unsent bytes on a connection above which it stops reading from the other side until they
+   * are sent; default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
+   */
+  highWaterBytes?: number;
+  /**
+   * Unsent bytes on a connection above which it is closed with `ERR_SEND_BUFFER_FULL`;
+   * default 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
+   */
+  maxBufferedBytes?: number;
+}
+
 /** Options for {@link listenUnixSocket}. */
-export interface ListenUnixSocketOptions {
+export interface ListenUnixSocketOptions extends UnixSocketLimits {
   /** Where to listen; its directory must exist (see `prepareEndpointDirectory`). */
   path: string;
   /**
@@ -58,20 +78,6 @@ export interface ListenUnixSocketOptions {
    * delivered transport (`transport.peer`) is the subscriber's to release.
    */
   release?: (peer: PeerIdentity) => void;
-  /** Largest frame payload accepted from and sent to clients; default 1 MiB. */
-  maxFrameBytes?: number;
-  /** How long a connection's `close()` waits for the client to finish; default 2 s. */
-  closeTimeoutMs?: number;
-  /**
-   * Unsent bytes on a connection above which it stops reading from that client until they are
-   * sent; default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
-   */
-  highWaterBytes?: number;
-  /**
-   * Unsent bytes on a connection above which it is closed with `ERR_SEND_BUFFER_FULL`;
-   * default 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
-   */
-  maxBufferedBytes?: number;
   /** Cancels setting up the listener (not the listener once it is running). */
   signal?: AbortSignal;
   /** The app's name, for error messages ("another instance of <name> …"). */
@@ -88,7 +94,7 @@ function errnoCode(error: unknown): string | undefined {
 }
 
 /** The options of `options` that every stream transport gets, as given. */
-function transportOptionsOf(options: Omit<StreamTransportOptions, 'peer'>): StreamTransportOptions {
+function transportOptionsOf(options: UnixSocketLimits): StreamTransportOptions {
   const result: StreamTransportOptions = {};
   if (options.maxFrameBytes !== undefined) result.maxFrameBytes = options.maxFrameBytes;
   if (options.closeTimeoutMs !== undefined) result.closeTimeoutMs = options.closeTimeoutMs;
@@ -128,10 +134,7 @@ class UnixSocketListener implements TransportListener {
   readonly #identify: ((socket: Socket) => PeerIdentity) | undefined;
   readonly #release: ((peer: PeerIdentity) => void) | undefined;
   readonly #transportOptions: StreamTransportOptions;
-  readonly #listeners = new Set<(transport: Transport) => void>();
-  /** Connections accepted while nobody was subscribed. */
-  #pending: Transport[] = [];
-  #flushScheduled = false;
+  readonly #connections = new ConnectionEvents(() => !this.#closing);
   #published: FileIdentity | undefined;
   #closing: Promise<void> | undefined;
 
@@ -153,12 +156,7 @@ class UnixSocketListener implements TransportListener {
   }
 
   onConnection(listener: (transport: Transport) => void): Disposable {
-    const entry = (transport: Transport): void => listener(transport);
-    this.#listeners.add(entry);
-    if (this.#pending.length > 0) this.#scheduleFlush();
-    return toDisposable(() => {
-      this.#listeners.delete(entry);
-    });
+    return this.#connections.onConnection(listener);
   }
 
   close(): Promise<void> {
@@ -186,14 +184,11 @@ class UnixSocketListener implements TransportListener {
           debug('close: could not remove %s: %s', this.address, errnoCode(error));
       }
     }
-    const pending = this.#pending;
-    this.#pending = [];
     // Never delivered, so nobody else will release their identities.
-    for (const transport of pending) {
+    this.#connections.close((transport) => {
       transport.destroy();
       releaseQuietly(this.#release, transport.peer);
-    }
-    this.#listeners.clear();
+    });
   }
 
   #accept(socket: Socket): void {
@@ -226,32 +221,7 @@ class UnixSocketListener implements TransportListener {
       releaseQuietly(this.#release, peer);
       return;
     }
-    if (this.#listeners.size === 0 || this.#pending.length > 0) {
-      this.#pending.push(transport);
-      return;
-    }
-    this.#emit(transport);
-  }
-
-  #emit(transport: Transport): void {
-    for (const listener of this.#listeners) {
-      try {
-        listener(transport);
-      } catch (error) {
-        reportListenerError(error);
-      }
-    }
-  }
-
-  #scheduleFlush(): void {
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    queueMicrotask(() => {
-      this.#flushScheduled = false;
-      while (this.#pending.length > 0 && this.#listeners.size > 0 && !this.#closing) {
-        this.#emit(this.#pending.shift()!);
-      }
-    });
+    this.#connections.deliver(transport);
   }
 }
 
@@ -535,7 +505,7 @@ function connectError(socketPath: string, error: Error): Error {
 }
 
 /** Options for {@link connectUnixSocket} and {@link unixSocketConnector}. */
-export interface ConnectUnixSocketOptions {
+export interface ConnectUnixSocketOptions extends UnixSocketLimits {
   /** Cancels connecting; the socket is destroyed. */
   signal?: AbortSignal;
   /**
@@ -549,20 +519,6 @@ export interface ConnectUnixSocketOptions {
    * (`transport.peer`) is the caller's to release.
    */
   release?: (peer: PeerIdentity) => void;
-  /** Largest frame payload accepted from and sent to the server; default 1 MiB. */
-  maxFrameBytes?: number;
-  /** How long `close()` waits for the server to finish; default 2 s. */
-  closeTimeoutMs?: number;
-  /**
-   * Unsent bytes above which the transport stops reading from the server until they are sent;
-   * default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
-   */
-  highWaterBytes?: number;
-  /**
-   * Unsent bytes above which the transport is closed with `ERR_SEND_BUFFER_FULL`; default
-   * 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
-   */
-  maxBufferedBytes?: number;
 }
 
 /**
