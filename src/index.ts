@@ -33,7 +33,17 @@ export {
   TransportError,
 } from './errors.js';
 export type { Platform } from './platform/platform.js';
-export type { PeerPolicy, PolicyDecision } from './policy/peer-policy.js';
+export { allOf, anyOf } from './policy/compose.js';
+export type {
+  AllowExecutablesOptions,
+  ExecutableDigest,
+  ExecutableFingerprint,
+  ExecutableReader,
+} from './policy/executable.js';
+export { allowExecutables, systemExecutableReader } from './policy/executable.js';
+export type { GroupEntry, RequireGroupOptions } from './policy/group.js';
+export { findGroup, parseGroupFile, requireGroup } from './policy/group.js';
+export type { PeerPolicy, PolicyDecision, PolicyVerdict } from './policy/peer-policy.js';
 export { peerPredicate, sameUser } from './policy/peer-policy.js';
 export type {
   AccountRef,

@@ -81,7 +81,34 @@ export function peerPredicate(
   };
 }
 
-/** Result of {@link evaluatePolicies}: the first failing policy, if any. */
+/**
+ * Runs one policy, turning everything but a clear `{ allowed: true }` into a rejection: a thrown
+ * error, a rejected promise, or a result that is not a decision. Fail closed.
+ *
+ * @internal
+ */
+export async function runPolicy(policy: PeerPolicy, peer: PeerIdentity): Promise<PolicyDecision> {
+  let decision: unknown;
+  try {
+    decision = await policy.check(peer);
+  } catch (error) {
+    return {
+      allowed: false,
+      reason: `policy threw: ${error instanceof Error ? error.message : String(error)}`,
+    };
+  }
+  if (typeof decision !== 'object' || decision === null) {
+    return { allowed: false, reason: 'policy returned no decision' };
+  }
+  const { allowed, reason } = decision as { allowed?: unknown; reason?: unknown };
+  if (allowed === true) return ALLOW;
+  return {
+    allowed: false,
+    reason: typeof reason === 'string' && reason.length > 0 ? reason : 'policy gave no reason',
+  };
+}
+
+/** Result of running a list of peer policies: the first failing policy, if any. */
 export type PolicyVerdict =
   | { readonly allowed: true }
   | { readonly allowed: false; readonly policy: string; readonly reason: string };
@@ -96,23 +123,8 @@ export async function evaluatePolicies(
   peer: PeerIdentity,
 ): Promise<PolicyVerdict> {
   for (const policy of policies) {
-    let decision: PolicyDecision;
-    try {
-      decision = await policy.check(peer);
-    } catch (error) {
-      return {
-        allowed: false,
-        policy: policy.name,
-        reason: `policy threw: ${error instanceof Error ? error.message : String(error)}`,
-      };
-    }
-    if (decision?.allowed !== true) {
-      return {
-        allowed: false,
-        policy: policy.name,
-        reason: decision && 'reason' in decision ? decision.reason : 'policy returned no decision',
-      };
-    }
+    const decision = await runPolicy(policy, peer);
+    if (!decision.allowed) return { allowed: false, policy: policy.name, reason: decision.reason };
   }
   return ALLOW;
 }
