@@ -315,19 +315,22 @@ describe('prepareEndpointDirectory', () => {
     );
   });
 
-  it.skipIf(!isRoot)('refuses a directory owned by another user (uid 65534)', async () => {
-    const directory = path.join(root, 'app');
-    await mkdir(directory, { mode: 0o700 });
-    await chown(directory, 65534, 65534);
-    const error = await rejectionOf(prepareEndpointDirectory(directory, { base: root }));
-    expect(error.code).toBe('ERR_UNSAFE_ENDPOINT');
-    expect(error.message).toContain('65534');
-    expect(error.message).toContain(directory);
-    expect((await stat(directory)).uid).toBe(65534);
-  });
+  it.skipIf(!isRoot)(
+    'refuses a directory owned by another user (uid 65534; needs root to chown)',
+    async () => {
+      const directory = path.join(root, 'app');
+      await mkdir(directory, { mode: 0o700 });
+      await chown(directory, 65534, 65534);
+      const error = await rejectionOf(prepareEndpointDirectory(directory, { base: root }));
+      expect(error.code).toBe('ERR_UNSAFE_ENDPOINT');
+      expect(error.message).toContain('65534');
+      expect(error.message).toContain(directory);
+      expect((await stat(directory)).uid).toBe(65534);
+    },
+  );
 
   it.skipIf(!isRoot)(
-    'refuses a base owned by another user who could swap the directory',
+    'refuses a base owned by another user who could swap the directory (needs root to chown)',
     async () => {
       const foreign = path.join(root, 'foreign');
       await mkdir(foreign, { mode: 0o755 });

@@ -271,14 +271,17 @@ describe('unix socket transport', () => {
       expect((await lstat(socketPath)).isSymbolicLink()).toBe(true);
     });
 
-    it.skipIf(!isRoot)("refuses another user's socket at the path", async () => {
-      const child = await startChild(listenScript(socketPath));
-      cleanups.push(() => child.kill('SIGKILL'));
-      await chown(socketPath, 65534, 65534);
-      const error = await rejectionOf(listenUnixSocket({ path: socketPath }));
-      expect(error.code).toBe('ERR_UNSAFE_ENDPOINT');
-      expect(error.message).toContain('65534');
-    });
+    it.skipIf(!isRoot)(
+      "refuses another user's socket at the path (needs root to chown)",
+      async () => {
+        const child = await startChild(listenScript(socketPath));
+        cleanups.push(() => child.kill('SIGKILL'));
+        await chown(socketPath, 65534, 65534);
+        const error = await rejectionOf(listenUnixSocket({ path: socketPath }));
+        expect(error.code).toBe('ERR_UNSAFE_ENDPOINT');
+        expect(error.message).toContain('65534');
+      },
+    );
 
     it('removes a stale socket left by a SIGKILLed server and starts', async () => {
       const child = await startChild(listenScript(socketPath));
