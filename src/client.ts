@@ -158,6 +158,29 @@ function socketFd(socket: Socket): number {
 }
 
 /**
+ * A CLI installed setgid (docs/setgid-cli.md) is only a boundary if same-user code cannot run
+ * code inside it. Node answers SIGUSR1 — which the same user may send to a setgid process — by
+ * opening its inspector, and the inspector runs any code with the group's gid. So a setgid
+ * process refuses to connect unless the inspector is off (a Node built without it, or started
+ * with `--disable-sigusr1`, e.g. through a single executable's `execArgv`).
+ */
+function refuseInsecureSetgid(): void {
+  const egid = process.getegid?.();
+  const gid = process.getgid?.();
+  if (egid === undefined || gid === undefined || egid === gid) return;
+  // NODE_OPTIONS does not count: Node ignores it in a setgid process.
+  const sigusr1Disabled = process.execArgv.includes('--disable-sigusr1');
+  if (!process.features.inspector || sigusr1Disabled) return;
+  throw createError(
+    'ERR_UNSUPPORTED_PLATFORM',
+    'This program runs setgid, but its Node has the inspector enabled: any program of the same user ' +
+      'could send it SIGUSR1 and run code with its group. Build it with the inspector off ' +
+      '(a single executable with execArgv ["--disable-sigusr1"], or a Node built --without-inspector). ' +
+      'See docs/setgid-cli.md.',
+  );
+}
+
+/**
  * Connects to the app, checks it, and completes the handshake.
  *
  * @throws `ERR_APP_UNAVAILABLE` when the app is not running; `ERR_SERVER_REJECTED` when the
@@ -183,10 +206,31 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   const signal = AbortSignal.any(signals);
   throwIfAborted(signal, 'Connecting to the app');
 
-  let transport = options.transport;
+  refuseInsecureSetgid();
+  let transport: Transport;
   let releaseServerPeer: (() => void) | undefined;
-  if (!transport) {
+  let where: string;
+  if (options.transport) {
+    transport = options.transport;
+    where = 'the given transport';
+    if (options.verifyServer !== false) {
+      // The same check as on a socket, on whatever identity the transport reports: a transport
+      // that cannot say who is on the other end does not pass.
+      const uid = process.getuid?.();
+      const peer = transport.peer;
+      if (!peer || (uid !== undefined && peer.uid !== uid)) {
+        transport.destroy();
+        throw createError(
+          'ERR_SERVER_REJECTED',
+          peer
+            ? `The process on the other end of the transport runs as uid ${peer.uid}, not as you (uid ${uid}). Nothing was sent to it.`
+            : 'The transport does not say who is on the other end, so the app cannot be checked. Nothing was sent. Pass verifyServer: false only if the transport itself guarantees it.',
+        );
+      }
+    }
+  } else {
     const path = options.path ?? resolveEndpoint(options.app).path;
+    where = path;
     let identify: ((socket: Socket) => PeerIdentity) | undefined;
     let platform: Platform | undefined;
     if (options.verifyServer !== false) {
@@ -214,27 +258,6 @@ export async function connect(options: ConnectOptions): Promise<Client> {
           : {}),
         ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
       });
-      const serverPeer = transport.peer;
-      if (platform && serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
-      if (options.serverPolicies?.length) {
-        // Nothing has been sent yet: the transport writes only when the client says hello.
-        const verdict = serverPeer
-          ? await evaluatePolicies(options.serverPolicies, serverPeer)
-          : ({
-              allowed: false,
-              policy: 'identity',
-              reason: 'the server could not be identified',
-            } as const);
-        if (!verdict.allowed) {
-          transport.destroy();
-          releaseServerPeer?.();
-          throw createError(
-            'ERR_SERVER_REJECTED',
-            `The process listening at ${path} failed the check "${verdict.policy}" (${verdict.reason}). ` +
-              'Nothing was sent to it. Check which program runs there.',
-          );
-        }
-      }
     } catch (error) {
       if (
         error instanceof BridgekeeperError &&
@@ -247,8 +270,30 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       }
       throw error;
     }
+    const serverPeer = transport.peer;
+    if (platform && serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
   }
-  const client = new BridgekeeperClient(transport!, options, releaseServerPeer);
+  if (options.serverPolicies?.length) {
+    // Nothing has been sent yet: the transport writes only when the client says hello.
+    const serverPeer = transport.peer;
+    const verdict = serverPeer
+      ? await evaluatePolicies(options.serverPolicies, serverPeer)
+      : ({
+          allowed: false,
+          policy: 'identity',
+          reason: 'the server could not be identified',
+        } as const);
+    if (!verdict.allowed) {
+      transport.destroy();
+      releaseServerPeer?.();
+      throw createError(
+        'ERR_SERVER_REJECTED',
+        `The process at ${where} failed the check "${verdict.policy}" (${verdict.reason}). ` +
+          'Nothing was sent to it. Check which program runs there.',
+      );
+    }
+  }
+  const client = new BridgekeeperClient(transport, options, releaseServerPeer);
   try {
     await client.hello(signal);
   } catch (error) {

@@ -13,7 +13,7 @@ import {
   type ServerOptions,
 } from 'bridgekeeper';
 import { FakeClock, MemoryListener, ScriptedPromptBackend } from 'bridgekeeper/testing';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMemoryPair } from '../src/transport/memory.js';
 import type { Message, Transport } from '../src/transport/transport.js';
 
@@ -654,5 +654,68 @@ describe('review fixes', () => {
     expect((await rejection(client.request('bad-account'))).code).toBe('ERR_INTERNAL');
     expect((await rejection(client.request('empty-account'))).code).toBe('ERR_INTERNAL');
     expect(prompt.requests).toHaveLength(0);
+  });
+});
+
+describe('client checks of the server', () => {
+  it('checks a given transport too: verifyServer needs a same-user peer, serverPolicies run on it', async () => {
+    const { listener } = await harness();
+    const noPeer = await rejection(
+      connect({ app: 'test-app', transport: await listener.connect({ serverPeer: undefined }) }),
+    );
+    expect(noPeer.code).toBe('ERR_SERVER_REJECTED');
+    const otherUser = await rejection(
+      connect({
+        app: 'test-app',
+        transport: await listener.connect({ serverPeer: peer(1, { uid: uid + 1 }) }),
+      }),
+    );
+    expect(otherUser.code).toBe('ERR_SERVER_REJECTED');
+    let ran = 0;
+    const refused = await rejection(
+      connect({
+        app: 'test-app',
+        transport: await listener.connect(),
+        serverPolicies: [
+          {
+            name: 'never',
+            check: () => {
+              ran++;
+              return { allowed: false, reason: 'test' };
+            },
+          },
+        ],
+      }),
+    );
+    expect(refused.code).toBe('ERR_SERVER_REJECTED');
+    expect(ran).toBe(1);
+    const unchecked = await connect({
+      app: 'test-app',
+      transport: await listener.connect({ serverPeer: undefined }),
+      verifyServer: false,
+    });
+    expect(await unchecked.request('echo', [1])).toEqual([1]);
+    await unchecked.close();
+  });
+
+  it('refuses to run setgid with the inspector on (SIGUSR1 would let same-user code in)', async () => {
+    const { listener } = await harness();
+    const getegid = vi.spyOn(process, 'getegid').mockReturnValue((process.getgid?.() ?? 0) + 4242);
+    try {
+      const error = await rejection(
+        connect({ app: 'test-app', transport: await listener.connect() }),
+      );
+      expect(error.code).toBe('ERR_UNSUPPORTED_PLATFORM');
+      expect(error.message).toContain('SIGUSR1');
+      process.execArgv.push('--disable-sigusr1');
+      try {
+        const client = await connect({ app: 'test-app', transport: await listener.connect() });
+        await client.close();
+      } finally {
+        process.execArgv.pop();
+      }
+    } finally {
+      getegid.mockRestore();
+    }
   });
 });

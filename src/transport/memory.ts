@@ -196,10 +196,10 @@ export function createMemoryPair(
 
 /** Options for {@link MemoryListener.connect}. */
 export interface MemoryConnectOptions {
-  /** The client's identity as the server sees it; default {@link DEFAULT_MEMORY_PEER}. */
-  peer?: PeerIdentity;
-  /** The server's identity as the client sees it; default {@link DEFAULT_MEMORY_PEER}. */
-  serverPeer?: PeerIdentity;
+  /** The client's identity as the server sees it; default {@link DEFAULT_MEMORY_PEER}, `undefined` for none. */
+  peer?: PeerIdentity | undefined;
+  /** The server's identity as the client sees it; default {@link DEFAULT_MEMORY_PEER}, `undefined` for none. */
+  serverPeer?: PeerIdentity | undefined;
   /** Cancels connecting. */
   signal?: AbortSignal;
 }
@@ -257,9 +257,10 @@ export class MemoryListener implements TransportListener {
       signal?.addEventListener('abort', onAbort, { once: true });
     });
     this.#checkOpen();
+    // As in createMemoryPair: a missing peer is the default identity, an explicit undefined none.
     const [client, server] = createMemoryPair({
-      clientPeer: options.peer ?? DEFAULT_MEMORY_PEER,
-      serverPeer: options.serverPeer ?? DEFAULT_MEMORY_PEER,
+      clientPeer: 'peer' in options ? options.peer : DEFAULT_MEMORY_PEER,
+      serverPeer: 'serverPeer' in options ? options.serverPeer : DEFAULT_MEMORY_PEER,
     });
     this.#connections.deliver(server);
     return client;

@@ -365,7 +365,9 @@ export async function readCommandLine(pid: number): Promise<string[] | undefined
   checkPid(pid);
   let text: string;
   try {
-    text = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    // Asynchronous, unlike the other /proc reads: the kernel copies these pages out of the
+    // peer's own memory, which a hostile peer could back with something slow (FUSE, userfaultfd).
+    text = await readFile(`/proc/${pid}/cmdline`, 'utf8');
   } catch (error) {
     if (isUnreadable(error)) return undefined;
     throw readFailed(`/proc/${pid}/cmdline`, error);
