@@ -65,6 +65,11 @@ export interface ExecutableReader {
    * it was read; `undefined` when it cannot be opened.
    */
   sha256(pid: number): Promise<ExecutableDigest | undefined>;
+  /**
+   * The fingerprint of the file at `path` in **this** process's mount namespace (a `stat`, which
+   * follows symlinks), or `undefined` when there is no such file.
+   */
+  fileFingerprint(path: string): Promise<ExecutableFingerprint | undefined>;
   /** `readlink /proc/<pid>/exe`, or `undefined` when unreadable or gone. */
   executablePath(pid: number): Promise<string | undefined>;
   /** The process's start time (`/proc/<pid>/stat` field 22), or `undefined` when it is gone. */
@@ -119,8 +124,9 @@ function loadProc(): Promise<ProcModule> {
 
 /**
  * The real file system and `/proc` (Linux). `/proc` is in memory, so its reads are synchronous
- * under the promise (as in the Linux platform module); only the executable's own bytes are read
- * asynchronously, in 256 KiB steps.
+ * under the promise (as in the Linux platform module), and so is the `stat` of a configured path
+ * (a local file: a few µs); only the executable's own bytes are read asynchronously, in 256 KiB
+ * steps.
  */
 export const systemExecutableReader: ExecutableReader = {
   realpath: (configured) => realpath(configured),
@@ -165,6 +171,15 @@ export const systemExecutableReader: ExecutableReader = {
     }
   },
 
+  async fileFingerprint(file) {
+    try {
+      return fingerprintOf(statSync(file, { bigint: true }));
+    } catch (error) {
+      if (unreadable(error)) return undefined;
+      throw error;
+    }
+  },
+
   async executablePath(pid) {
     try {
       return readlinkSync(`/proc/${pid}/exe`);
@@ -181,12 +196,53 @@ export const systemExecutableReader: ExecutableReader = {
   },
 };
 
+/**
+ * Whole-file hashes run one at a time, process-wide, whichever policy asks: each reads a file of
+ * up to ~100 MB through a 256 KiB buffer, and running several at once would only share the same
+ * event loop while holding a buffer each. At most this many more wait in line; beyond that a
+ * check is refused (and may simply be tried again).
+ *
+ * @internal
+ */
+export const MAX_WAITING_HASHES = 16;
+
+/** A first-in, first-out lane for one job at a time, with a bounded queue. */
+class HashLane {
+  private busy = false;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly maxWaiting: number) {}
+
+  async run<T>(job: () => Promise<T>): Promise<T> {
+    if (this.busy) {
+      if (this.waiting.length >= this.maxWaiting) {
+        throw new Error(
+          `${this.waiting.length} other executables are already waiting to be hashed; try again shortly`,
+        );
+      }
+      // Woken by the job before it, which hands the lane over without releasing it.
+      await new Promise<void>((resolve) => this.waiting.push(resolve));
+    } else {
+      this.busy = true;
+    }
+    try {
+      return await job();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.busy = false;
+    }
+  }
+}
+
+const hashLane = new HashLane(MAX_WAITING_HASHES);
+
 /** Options for {@link allowExecutables}. */
 export interface AllowExecutablesOptions {
   /**
    * SHA-256 (hex) per configured path: a peer running that path is admitted only when the file
    * it actually runs hashes to this value. Keys must be paths from the list, spelled as there;
-   * paths without an entry are checked by path alone.
+   * paths without an entry are checked by path and file identity alone.
    */
   sha256?: Record<string, string>;
   /** File hashes remembered, by fingerprint (least recently used go first). Default 64. */
@@ -210,35 +266,60 @@ function short(hash: string): string {
   return `${hash.slice(0, 16)}…`;
 }
 
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 /**
- * Admits only peers running one of `paths`, as the kernel reports the peer's executable
- * (`PeerIdentity.executable`, from `/proc/<pid>/exe` at connect). A peer whose executable the OS
- * did not report — another user's process, or a setuid/setgid one, whose `/proc/<pid>/exe` a
- * non-root app may not read — is refused, and so is one whose executable was deleted or replaced
- * on disk after it started (the kernel's `" (deleted)"` suffix). The configured paths are
- * resolved with `realpath` once, at the first check (a path that does not exist then is
- * compared as written).
+ * Admits only peers running one of `paths`: the kernel's path of the peer's executable
+ * (`PeerIdentity.executable`, from `/proc/<pid>/exe` at connect) must be one of them, **and** the
+ * file the process runs must be the very file at that path in this app's mount namespace (same
+ * device and inode: `stat /proc/<pid>/exe` against `stat <path>`, the latter re-read on every
+ * check so that an upgraded file is followed). The path alone is not enough, because the kernel
+ * reports it relative to the **peer's** mount namespace: a process of the same user can
+ * `unshare -Ur -m`, bind-mount any binary over an allowed path and run it, and its
+ * `/proc/<pid>/exe` then reads as the allowed path.
+ *
+ * **What this does not do: separate programs of the same user.** Code running as the same user
+ * can run the allowed binary itself with `LD_PRELOAD`, `NODE_OPTIONS` or another interpreter
+ * option, or `ptrace` it, and make it do anything — a pinned hash does not change that, since the
+ * file is the genuine one. This policy filters out callers that are other programs by accident or
+ * by ordinary means, and it states which program is expected; only `requireGroup` with a hardened
+ * setgid binary (see docs/setgid-cli.md) keeps other same-user code out.
+ *
+ * A peer whose executable the OS did not report — another user's process, or a setuid/setgid
+ * one, whose `/proc/<pid>/exe` a non-root app may not read (so this cannot check a setgid CLI
+ * unless the app runs as root) — is refused, and so is one whose executable was deleted or
+ * replaced on disk after it started (the kernel's `" (deleted)"` suffix). The configured paths
+ * are resolved with `realpath` once, at the first check (a path that does not exist then is
+ * compared as written). Each check then confirms that the pid still has the peer's start time
+ * and still runs the same path, so a pid reused meanwhile does not pass. Needs `/proc` (Linux);
+ * elsewhere every check refuses.
  *
  * With `options.sha256`, the file the process **actually runs** is hashed too — opened through
  * `/proc/<pid>/exe`, which reaches the mapped file even after its path was replaced — and
- * compared. Afterwards the policy confirms that the pid still has the peer's start time and
- * still runs the same path, so neither a pid reused meanwhile nor an exec in between passes.
- * Hash checks need `/proc` (Linux); elsewhere they refuse.
+ * compared, and the start time and path are confirmed again afterwards, so neither a pid reused
+ * nor an exec during the hash passes.
  *
- * Cost (measured on a 2-vCPU Linux VM, Node 20, x86-64 with SHA extensions): by path alone a
- * check is a set lookup, ~0.2 µs (the first check also runs `realpath` on each configured path).
- * With a hash, the first check of each version of a binary reads and hashes the whole file:
- * ~100–150 ms for the 99 MB Node binary from the page cache, ~160–210 ms from disk; a
- * synchronous `readFileSync` + hash of the same file blocks for ~140 ms. Here the file is read
- * asynchronously, 256 KiB per step, and each step's hash takes ~0.25 ms, so the event loop keeps
- * running (longest stall measured < 3 ms once warm). Connections that arrive meanwhile wait for
- * that one hash rather than start their own. Hashes are then cached by the file's fingerprint
- * (device, inode, size, mtime, ctime), so every later check of the same file costs a `stat`, a
- * `readlink` and a read of `/proc/<pid>/stat`: ~20–25 µs. A new version of the file (a new
- * inode, or a rewrite in place) gives a new fingerprint and one more full hash; a binary that
- * failed its pin is cached too, so knocking again costs no second hash. A hash is only as strong
- * as the fingerprint: a file rewritten in place keeping device, inode, size, mtime **and** ctime
- * (which only a clock change by root can arrange) would keep its cached hash.
+ * Cost (measured on a 2-vCPU Linux VM, Node 20, x86-64 with SHA extensions): a check by path
+ * costs two `stat`s (of `/proc/<pid>/exe` and of the configured file), a `readlink` and a read of
+ * `/proc/<pid>/stat`: ~30 µs (the first check also runs `realpath` on each configured path). Like
+ * the `/proc` reads, the `stat` of the configured file is synchronous, cheap on a local file
+ * system: keep allowed executables off network file systems. With a hash, the first check of
+ * each version of a binary reads and hashes the whole file: ~100–150 ms for the 99 MB Node
+ * binary from the page cache, ~160–210 ms from disk; a synchronous `readFileSync` + hash of the
+ * same file blocks for ~140 ms. Here the file is read asynchronously, 256 KiB per step, and each
+ * step's hash takes ~0.25 ms, so the event loop keeps running (longest stall measured < 3 ms
+ * once warm). One file is hashed at a time in the whole process (at most 16 more wait; a check
+ * beyond that is refused), and connections that arrive meanwhile wait for the hash of their file
+ * rather than start their own. Only a file that is the one at its configured path is ever
+ * hashed. Hashes are then cached by the file's fingerprint (device, inode, size, mtime, ctime;
+ * `maxCachedHashes`, least recently used first), so every later check of the same file costs
+ * ~50 µs. A new version of the file (a new inode, or a rewrite in place) gives a new fingerprint
+ * and one more full hash; a binary that failed its pin is cached too, so knocking again costs no
+ * second hash. A hash is only as strong as the fingerprint: a file rewritten in place keeping
+ * device, inode, size, mtime **and** ctime (which only a clock change by root can arrange) would
+ * keep its cached hash.
  *
  * @param paths absolute paths of the allowed executables.
  * @throws `ERR_INVALID_ARGUMENT` at construction: no paths, a relative path, a `sha256` key that is
@@ -328,7 +409,10 @@ export function allowExecutables(
 
   /** sha256 by fingerprint key, in least-recently-used order. */
   const cache = new Map<string, string>();
-  /** Hashes being computed, by the fingerprint key seen before opening. */
+  /**
+   * Hashes being computed or waiting for the lane, by the fingerprint key seen before opening.
+   * Bounded by the lane: at most one running and {@link MAX_WAITING_HASHES} waiting.
+   */
   const hashing = new Map<string, Promise<ExecutableDigest | undefined>>();
 
   const remember = (key: string, sha256: string): void => {
@@ -338,11 +422,12 @@ export function allowExecutables(
     while (cache.size > maxCached) cache.delete(cache.keys().next().value!);
   };
 
-  /** The hash of the file `pid` runs, from the cache when its fingerprint is known. */
-  const digestOf = async (pid: number): Promise<string | undefined | { changed: string }> => {
-    const fingerprint = await reader.fingerprint(pid);
-    if (fingerprint === undefined) return undefined;
-    const key = fingerprintKey(fingerprint);
+  /** The hash of the file `pid` runs (`running`), from the cache when it is known. */
+  const digestOf = async (
+    pid: number,
+    running: ExecutableFingerprint,
+  ): Promise<string | undefined | { changed: string }> => {
+    const key = fingerprintKey(running);
     const cached = cache.get(key);
     if (cached !== undefined) {
       remember(key, cached);
@@ -350,8 +435,9 @@ export function allowExecutables(
     }
     let pending = hashing.get(key);
     if (pending === undefined) {
-      const started = performance.now();
-      pending = reader.sha256(pid).then((digest) => {
+      pending = hashLane.run(async () => {
+        const started = performance.now();
+        const digest = await reader.sha256(pid);
         if (digest !== undefined) {
           remember(fingerprintKey(digest.fingerprint), digest.sha256);
           debug(
@@ -378,6 +464,39 @@ export function allowExecutables(
     return digest.sha256;
   };
 
+  /**
+   * Why the peer is not (or no longer) the process that runs `executable` as the file at that
+   * path here, or `undefined` when it is. Reads first, liveness last: when the pid still has the
+   * peer's start time afterwards, what was read was the peer's.
+   */
+  const mismatch = async (
+    pid: number,
+    startTime: string,
+    executable: string,
+    running: ExecutableFingerprint,
+  ): Promise<string | undefined> => {
+    const [onDisk, nowExecutable, nowStartTime] = await Promise.all([
+      reader.fileFingerprint(executable),
+      reader.executablePath(pid),
+      reader.startTime(pid),
+    ]);
+    if (nowStartTime !== startTime) {
+      return `the peer (pid ${pid}) exited while its executable was being checked`;
+    }
+    if (nowExecutable !== executable) {
+      return nowExecutable?.endsWith(DELETED)
+        ? `the peer's executable ${executable} was replaced on disk while it was being checked`
+        : `the peer (pid ${pid}) now runs ${nowExecutable ?? 'something unreadable'}, not ${executable}`;
+    }
+    if (onDisk === undefined) {
+      return `${executable} does not exist in this app's file system (or may not be stat'd by it): the peer runs a file of that name from another mount namespace`;
+    }
+    if (onDisk.dev !== running.dev || onDisk.ino !== running.ino) {
+      return `the peer runs a file named ${executable} that is not the file at that path (device:inode ${running.dev}:${running.ino}, not ${onDisk.dev}:${onDisk.ino}): a bind mount in another mount namespace, or a different file system`;
+    }
+    return undefined;
+  };
+
   return {
     name: `executable:${configuredPaths.join(',')}`,
     async check(peer): Promise<PolicyDecision> {
@@ -399,48 +518,63 @@ export function allowExecutables(
         );
       }
       const expected = allowed.get(executable);
-      if (expected === undefined) return { allowed: true };
 
       const { pid, startTime } = peer;
       if (pid === undefined || startTime === undefined) {
-        return reject("checking the executable's sha256 needs the peer's pid and start time");
+        return reject(
+          expected === undefined
+            ? "checking the peer's executable needs the peer's pid and start time"
+            : "checking the executable's sha256 needs the peer's pid and start time",
+        );
       }
-      let digest: Awaited<ReturnType<typeof digestOf>>;
       try {
-        digest = await digestOf(pid);
+        // The file the process runs, whatever its path says: `/proc/<pid>/exe` leads to it.
+        const running = await reader.fingerprint(pid);
+        if (running === undefined) {
+          return reject(
+            `the executable of pid ${pid} could not be read (the process may have exited)`,
+          );
+        }
+        const problem = await mismatch(pid, startTime, executable, running);
+        if (problem !== undefined) return reject(problem);
+        if (expected === undefined) return { allowed: true };
+
+        let digest: Awaited<ReturnType<typeof digestOf>>;
+        try {
+          digest = await digestOf(pid, running);
+        } catch (error) {
+          return reject(`could not hash the executable of pid ${pid}: ${messageOf(error)}`);
+        }
+        if (digest === undefined) {
+          return reject(
+            `the executable of pid ${pid} could not be read (the process may have exited)`,
+          );
+        }
+        // Again after the hash, which took a while: the same process, still running that path.
+        const [nowStartTime, nowExecutable] = await Promise.all([
+          reader.startTime(pid),
+          reader.executablePath(pid),
+        ]);
+        if (nowStartTime !== startTime) {
+          return reject(`the peer (pid ${pid}) exited while its executable was being checked`);
+        }
+        if (typeof digest === 'object') return reject(`the peer (pid ${pid}): ${digest.changed}`);
+        if (nowExecutable !== executable) {
+          return reject(
+            nowExecutable?.endsWith(DELETED)
+              ? `the peer's executable ${executable} was replaced on disk while it was being checked`
+              : `the peer (pid ${pid}) now runs ${nowExecutable ?? 'something unreadable'}, not ${executable}`,
+          );
+        }
+        if (!expected.has(digest)) {
+          return reject(
+            `the running ${executable} has sha256 ${short(digest)}, not the configured ${[...expected].map(short).join(' or ')}`,
+          );
+        }
+        return { allowed: true };
       } catch (error) {
-        return reject(
-          `could not hash the executable of pid ${pid}: ${error instanceof Error ? error.message : String(error)}`,
-        );
+        return reject(`could not check the executable of pid ${pid}: ${messageOf(error)}`);
       }
-      if (digest === undefined) {
-        return reject(
-          `the executable of pid ${pid} could not be read (the process may have exited)`,
-        );
-      }
-      // Last, as in the platform's own identification: if the pid still has the peer's start
-      // time and still runs the same path now, what was hashed was the peer's program.
-      const [nowStartTime, nowExecutable] = await Promise.all([
-        reader.startTime(pid),
-        reader.executablePath(pid),
-      ]);
-      if (nowStartTime !== startTime) {
-        return reject(`the peer (pid ${pid}) exited while its executable was being checked`);
-      }
-      if (typeof digest === 'object') return reject(`the peer (pid ${pid}): ${digest.changed}`);
-      if (nowExecutable !== executable) {
-        return reject(
-          nowExecutable?.endsWith(DELETED)
-            ? `the peer's executable ${executable} was replaced on disk while it was being checked`
-            : `the peer (pid ${pid}) now runs ${nowExecutable ?? 'something unreadable'}, not ${executable}`,
-        );
-      }
-      if (!expected.has(digest)) {
-        return reject(
-          `the running ${executable} has sha256 ${short(digest)}, not the configured ${[...expected].map(short).join(' or ')}`,
-        );
-      }
-      return { allowed: true };
     },
   };
 }

@@ -37,6 +37,17 @@ const has = (command: string): boolean => {
 const hasSetpriv = has('setpriv');
 const hasGroupTools = has('groupadd') && has('groupdel') && has('getent');
 const hasPython = has('python3');
+const hasUserTools = has('useradd') && has('userdel');
+/** Root, and a kernel and container that let a child unshare its mount namespace. */
+const canUnshareMounts = ((): boolean => {
+  if (!isLinux || !isRoot) return false;
+  try {
+    execFileSync('unshare', ['-m', '--propagation', 'private', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 const NOBODY = '65534';
 
 const fixture = (name: string): string =>
@@ -326,6 +337,57 @@ describe.skipIf(!isLinux)('peer policies against real processes (Linux)', () => 
         ]);
       });
 
+      it.skipIf(!hasUserTools)(
+        'refuses everyone, the setgid CLI included, once a user has the group as primary group (needs useradd)',
+        async () => {
+          const cli = join(dir, 'bk-cli');
+          copyFileSync(process.execPath, cli);
+          execFileSync('chown', [`root:${groupName}`, cli]);
+          chmodSync(cli, 0o2755);
+          // Control: the setgid CLI is admitted while the group is dedicated.
+          const before = await startServer({ peerPolicies: [requireGroup(groupName)] });
+          expect((await runClient(cli, 'client.cjs').report).result).toMatchObject({
+            served: true,
+          });
+          await before.server.close();
+          servers.splice(servers.indexOf(before.server), 1);
+
+          // A system user (no subordinate id ranges) whose primary group is the CLI's.
+          const user = `bk-user-${process.pid}`;
+          execFileSync('useradd', [
+            '--system',
+            '--no-create-home',
+            '--no-user-group',
+            '--gid',
+            String(gid),
+            '--home-dir',
+            '/nonexistent',
+            '--shell',
+            '/usr/sbin/nologin',
+            user,
+          ]);
+          try {
+            const running = await startServer({ peerPolicies: [requireGroup(groupName)] });
+            const viaSetgid = await runClient(cli, 'client.cjs').report;
+            expect(viaSetgid.egid).toBe(gid);
+            expectRejected(viaSetgid, running);
+            expect(running.rejections).toMatchObject([
+              {
+                policy: `group:${groupName}`,
+                reason: expect.stringMatching(
+                  new RegExp(
+                    `^gid ${gid} of group "${groupName}" is the primary group of user "${user}" \\(line \\d+\\) in /etc/passwd`,
+                  ),
+                ),
+              },
+            ]);
+          } finally {
+            execFileSync('userdel', [user]);
+          }
+          expect(readFileSync('/etc/passwd', 'utf8')).not.toContain(`${user}:`);
+        },
+      );
+
       it('fails closed for a group that does not exist: nobody is admitted', async () => {
         const running = await startServer({
           peerPolicies: [requireGroup(`${groupName}-missing`)],
@@ -344,6 +406,39 @@ describe.skipIf(!isLinux)('peer policies against real processes (Linux)', () => 
     expect(report.result).toEqual({ served: true, pid: report.pid, gid: report.egid });
     expect(running.rejections).toEqual([]);
   });
+
+  it.skipIf(!canUnshareMounts)(
+    "allowExecutables([process.execPath]) rejects a node copy bind-mounted over process.execPath in the client's own mount namespace (needs root and unshare)",
+    async () => {
+      // The reviewer's bypass: the kernel reports the path as the client's namespace sees it.
+      const impostor = join(dir, 'impostor-node');
+      copyFileSync(process.execPath, impostor);
+      chmodSync(impostor, 0o755);
+      const running = await startServer({ peerPolicies: [allowExecutables([process.execPath])] });
+      const disguised = await runClient(process.execPath, 'client.cjs', [
+        'unshare',
+        '-m',
+        '--propagation',
+        'private',
+        'sh',
+        '-c',
+        `mount --bind '${impostor}' "$0" && exec "$0" "$@"`,
+      ]).report;
+      expectRejected(disguised, running);
+      expect(running.rejections).toHaveLength(1);
+      const [rejection] = running.rejections;
+      expect(rejection!.peer?.executable).toBe(process.execPath);
+      expect(rejection!.reason).toMatch(
+        new RegExp(
+          `^the peer runs a file named ${process.execPath} that is not the file at that path`,
+        ),
+      );
+      // The genuine node, to the same server, is served.
+      const genuine = await nodeClient().report;
+      expect(genuine.result).toMatchObject({ served: true, pid: genuine.pid });
+      expect(running.rejections).toHaveLength(1);
+    },
+  );
 
   it.skipIf(!hasPython)(
     'allowExecutables([process.execPath]) rejects a python3 client speaking the raw protocol, which is served without it (needs python3)',

@@ -31,6 +31,12 @@ function recording(name: string, allowed: boolean, log: string[]): PeerPolicy {
   };
 }
 
+/**
+ * requireGroup reads /etc/passwd to refuse a gid that is some user's primary group (daemon's 1,
+ * bin's 2 on Debian); an empty one keeps these tests independent of the machine's users.
+ */
+const noPasswd = { readFile: async (): Promise<string> => '' };
+
 const throwing: PeerPolicy = {
   name: 'broken',
   check() {
@@ -84,7 +90,7 @@ describe('allOf', () => {
   });
 
   it('combines real policies: same user and the setgid group', async () => {
-    const policy = allOf(sameUser({ uid: 1000 }), requireGroup(4242));
+    const policy = allOf(sameUser({ uid: 1000 }), requireGroup(4242, noPasswd));
     expect(await policy.check(peer)).toEqual({ allowed: true });
     expect(await policy.check({ ...peer, gid: 1000 })).toEqual({
       allowed: false,
@@ -112,7 +118,7 @@ describe('anyOf', () => {
 
   it("lists every policy's reason when none admits, a throw included", async () => {
     const policy = anyOf(
-      requireGroup(999),
+      requireGroup(999, noPasswd),
       throwing,
       peerPredicate('node-only', () => false),
     );
@@ -127,7 +133,7 @@ describe('anyOf', () => {
 
   it('nests: (setgid group) or (same user and a known binary)', async () => {
     const policy = anyOf(
-      requireGroup(999),
+      requireGroup(999, noPasswd),
       allOf(
         sameUser({ uid: 1000 }),
         peerPredicate('my-cli', (p) => p.executable === '/usr/bin/my-cli'),
@@ -144,7 +150,9 @@ describe('anyOf', () => {
   });
 
   it('is what evaluatePolicies reports for a composite', async () => {
-    expect(await evaluatePolicies([anyOf(requireGroup(1), requireGroup(2))], peer)).toEqual({
+    expect(
+      await evaluatePolicies([anyOf(requireGroup(1, noPasswd), requireGroup(2, noPasswd))], peer),
+    ).toEqual({
       allowed: false,
       policy: 'any-of(group:1, group:2)',
       reason:

@@ -1,6 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
+  appendFileSync,
   copyFileSync,
   mkdtempSync,
   readFileSync,
@@ -8,6 +9,7 @@ import {
   realpathSync,
   renameSync,
   rmSync,
+  statSync,
   symlinkSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -19,6 +21,7 @@ import {
   type ExecutableDigest,
   type ExecutableFingerprint,
   type ExecutableReader,
+  MAX_WAITING_HASHES,
   systemExecutableReader,
 } from '../../src/policy/executable.js';
 import type { PeerIdentity } from '../../src/transport/transport.js';
@@ -52,6 +55,11 @@ class FakeMachine implements ExecutableReader {
   duringHash: ((pid: number) => void) | undefined;
   hashDelayMs = 5;
   failHash: Error | undefined;
+  /** Hashes running now, and the most that ever ran at once. */
+  activeHashes = 0;
+  maxActiveHashes = 0;
+  /** Paths stat'd through fileFingerprint(), in order. */
+  readonly stats: string[] = [];
 
   install(path: string, content: string): FakeFile {
     nextInode += 1n;
@@ -95,6 +103,28 @@ class FakeMachine implements ExecutableReader {
     return { pid, uid: 1000, gid: 1000, startTime, executable: path, source: 'test' };
   }
 
+  /**
+   * A process in its own mount namespace, where `path` is a bind mount of another file: the
+   * kernel reports `path` as its executable, but the file it runs is `content`, a file of its
+   * own (another inode) that is not at `path` here.
+   */
+  runElsewhere(pid: number, path: string, content: string): PeerIdentity {
+    nextInode += 1n;
+    const file = {
+      content,
+      fingerprint: {
+        dev: 2050n,
+        ino: nextInode,
+        size: BigInt(content.length),
+        mtimeNs: 1_700_000_000_000_000_000n + nextInode,
+        ctimeNs: 1_700_000_000_000_000_000n + nextInode,
+      },
+    };
+    const startTime = `${pid}00`;
+    this.processes.set(pid, { file, path, startTime });
+    return { pid, uid: 1000, gid: 1000, startTime, executable: path, source: 'test' };
+  }
+
   async realpath(path: string): Promise<string> {
     this.realpathCalls++;
     const target = this.links.get(path) ?? path;
@@ -114,10 +144,21 @@ class FakeMachine implements ExecutableReader {
     // Reads the file the process maps, never its path.
     const file = process.file;
     this.reads.push(pid);
-    this.duringHash?.(pid);
-    await new Promise((resolve) => setTimeout(resolve, this.hashDelayMs));
-    if (this.failHash) throw this.failHash;
-    return { fingerprint: file.fingerprint, sha256: sha256(file.content) };
+    this.activeHashes++;
+    this.maxActiveHashes = Math.max(this.maxActiveHashes, this.activeHashes);
+    try {
+      this.duringHash?.(pid);
+      await new Promise((resolve) => setTimeout(resolve, this.hashDelayMs));
+      if (this.failHash) throw this.failHash;
+      return { fingerprint: file.fingerprint, sha256: sha256(file.content) };
+    } finally {
+      this.activeHashes--;
+    }
+  }
+
+  async fileFingerprint(path: string): Promise<ExecutableFingerprint | undefined> {
+    this.stats.push(path);
+    return this.files.get(this.links.get(path) ?? path)?.fingerprint;
   }
 
   async executablePath(pid: number): Promise<string | undefined> {
@@ -279,7 +320,7 @@ describe('allowExecutables with sha256', () => {
     expect(machine.reads).toEqual([80, 81, 83]);
   });
 
-  it('hashes the file the process runs, not the file now at its path', async () => {
+  it('refuses a process whose file was replaced at its path since, without hashing either file', async () => {
     // The process started from version 1; version 2 was installed at the path since. Its
     // identity was captured before the replacement, so it still names the plain path.
     const peer = machine.run(90, CLI);
@@ -293,7 +334,9 @@ describe('allowExecutables with sha256', () => {
       allowed: false,
       reason: `the peer's executable ${CLI} was replaced on disk while it was being checked`,
     });
-    expect(machine.reads).toEqual([90]);
+    // The file it runs is not the one at the path: refused before any hash (the real-process
+    // test below shows that the hash, when taken, is of the file the process maps).
+    expect(machine.reads).toEqual([]);
   });
 
   it('refuses when the pid was reused while hashing (another start time)', async () => {
@@ -386,6 +429,149 @@ describe('allowExecutables with sha256', () => {
     expect(await policy.check(machine.run(150, CLI))).toMatchObject({ allowed: false });
   });
 });
+
+describe('allowExecutables: the file at the path, not only the path', () => {
+  let machine: FakeMachine;
+  beforeEach(() => {
+    machine = new FakeMachine();
+    machine.install(CLI, CLI_V1);
+  });
+
+  it('refuses a process whose reported path is allowed but whose file is not the one at that path (another mount namespace)', async () => {
+    const byPath = allowExecutables([CLI], { reader: machine });
+    const impostor = machine.runElsewhere(200, CLI, 'anything at all');
+    const decision = await byPath.check(impostor);
+    expect(decision).toMatchObject({ allowed: false });
+    expect(decision).toMatchObject({
+      reason: expect.stringMatching(
+        /^the peer runs a file named \/usr\/bin\/my-cli that is not the file at that path \(device:inode 2050:\d+, not 2049:\d+\)/,
+      ),
+    });
+    // The genuine file, run here, passes the same policy.
+    expect(await byPath.check(machine.run(201, CLI))).toEqual({ allowed: true });
+  });
+
+  it('refuses a byte-identical copy too, even with a pinned hash, and never hashes it', async () => {
+    const pinned = allowExecutables([CLI], { sha256: { [CLI]: sha256(CLI_V1) }, reader: machine });
+    const copy = machine.runElsewhere(210, CLI, CLI_V1);
+    expect(await pinned.check(copy)).toMatchObject({
+      allowed: false,
+      reason: expect.stringContaining('that is not the file at that path'),
+    });
+    expect(machine.reads).toEqual([]);
+  });
+
+  it('refuses when the reported path does not exist here at all', async () => {
+    machine.install('/opt/tool', 'tool');
+    const policy = allowExecutables(['/opt/tool'], { reader: machine });
+    const peer = machine.run(220, '/opt/tool');
+    machine.files.delete('/opt/tool');
+    expect(await policy.check(peer)).toEqual({
+      allowed: false,
+      reason:
+        "/opt/tool does not exist in this app's file system (or may not be stat'd by it): the peer runs a file of that name from another mount namespace",
+    });
+  });
+
+  it('stats the configured file on every check, so an upgraded file is followed', async () => {
+    const policy = allowExecutables([CLI], { reader: machine });
+    expect(await policy.check(machine.run(230, CLI))).toEqual({ allowed: true });
+    machine.install(CLI, CLI_V2);
+    expect(await policy.check(machine.run(231, CLI))).toEqual({ allowed: true });
+    expect(machine.stats).toEqual([CLI, CLI]);
+  });
+
+  it('refuses a path-only peer that has no pid and start time to tie its file to', async () => {
+    const policy = allowExecutables([CLI], { reader: machine });
+    const { pid: _pid, ...noPid } = machine.run(240, CLI);
+    expect(await policy.check(noPid)).toEqual({
+      allowed: false,
+      reason: "checking the peer's executable needs the peer's pid and start time",
+    });
+  });
+
+  it('refuses (never throws) when the configured file cannot be stat’d', async () => {
+    const policy = allowExecutables([CLI], { reader: machine });
+    machine.fileFingerprint = async () => {
+      throw Object.assign(new Error('EIO: i/o error'), { code: 'EIO' });
+    };
+    expect(await policy.check(machine.run(250, CLI))).toEqual({
+      allowed: false,
+      reason: 'could not check the executable of pid 250: EIO: i/o error',
+    });
+  });
+});
+
+describe('allowExecutables hashing queue', () => {
+  it('hashes one file at a time, across policies; the others wait their turn', async () => {
+    const machine = new FakeMachine();
+    const tools = ['/opt/a', '/opt/b', '/opt/c', '/opt/d'];
+    for (const tool of tools) machine.install(tool, `content of ${tool}`);
+    const pins = Object.fromEntries(tools.map((tool) => [tool, sha256(`content of ${tool}`)]));
+    const first = allowExecutables(tools, { sha256: pins, reader: machine });
+    const second = allowExecutables(tools, { sha256: pins, reader: machine });
+    const decisions = await Promise.all([
+      ...tools.map((tool, index) => first.check(machine.run(300 + index, tool))),
+      ...tools.map((tool, index) => second.check(machine.run(310 + index, tool))),
+    ]);
+    expect(decisions.every((decision) => decision.allowed)).toBe(true);
+    expect(machine.maxActiveHashes).toBe(1);
+    expect(machine.reads).toHaveLength(8);
+  });
+
+  it('lets at most MAX_WAITING_HASHES hashes wait: one more is refused, and admitted once the queue drains', async () => {
+    const machine = new FakeMachine();
+    machine.hashDelayMs = 2;
+    const count = MAX_WAITING_HASHES + 2;
+    const tools = Array.from({ length: count }, (_, index) => `/opt/tool-${index}`);
+    for (const tool of tools) machine.install(tool, `content of ${tool}`);
+    const pins = Object.fromEntries(tools.map((tool) => [tool, sha256(`content of ${tool}`)]));
+    const policy = allowExecutables(tools, { sha256: pins, reader: machine });
+    const peers = tools.map((tool, index) => machine.run(400 + index, tool));
+    const decisions = await Promise.all(peers.map((peer) => policy.check(peer)));
+    // One hashing, MAX_WAITING_HASHES waiting, the last refused without being read.
+    expect(decisions.slice(0, -1).every((decision) => decision.allowed)).toBe(true);
+    expect(decisions.at(-1)).toEqual({
+      allowed: false,
+      reason: `could not hash the executable of pid ${400 + count - 1}: ${MAX_WAITING_HASHES} other executables are already waiting to be hashed; try again shortly`,
+    });
+    expect(machine.reads).toHaveLength(count - 1);
+    expect(machine.maxActiveHashes).toBe(1);
+    expect(await policy.check(peers.at(-1)!)).toEqual({ allowed: true });
+  });
+
+  it('keeps the queue moving when a hash fails', async () => {
+    const machine = new FakeMachine();
+    machine.install('/opt/a', 'a');
+    machine.install('/opt/b', 'b');
+    const policy = allowExecutables(['/opt/a', '/opt/b'], {
+      sha256: { '/opt/a': sha256('a'), '/opt/b': sha256('b') },
+      reader: machine,
+    });
+    const realSha256 = machine.sha256.bind(machine);
+    machine.sha256 = async (pid) => {
+      if (pid === 500) throw new Error('the file changed while it was read');
+      return realSha256(pid);
+    };
+    const [failed, passed] = await Promise.all([
+      policy.check(machine.run(500, '/opt/a')),
+      policy.check(machine.run(501, '/opt/b')),
+    ]);
+    expect(failed).toMatchObject({ allowed: false });
+    expect(passed).toEqual({ allowed: true });
+  });
+});
+
+/** Root, and a kernel and container that let a child unshare its mount namespace. */
+const canUnshareMounts = ((): boolean => {
+  if (process.platform !== 'linux' || process.getuid?.() !== 0) return false;
+  try {
+    execFileSync('unshare', ['-m', '--propagation', 'private', 'true'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
 
 describe.skipIf(process.platform !== 'linux')('allowExecutables on real processes (Linux)', () => {
   let dir: string;
@@ -482,6 +668,70 @@ describe.skipIf(process.platform !== 'linux')('allowExecutables on real processe
       });
     }
   });
+
+  it.skipIf(!canUnshareMounts)(
+    'refuses a process running another file bind-mounted over the allowed path in its own mount namespace (needs root and unshare)',
+    async () => {
+      const tool = join(dir, 'tool');
+      copyFileSync(sleepBinary, tool);
+      // Impostors: sleep with bytes appended (it still runs; another hash), and an exact copy.
+      const impostor = join(dir, 'impostor');
+      copyFileSync(sleepBinary, impostor);
+      appendFileSync(impostor, 'not the allowed tool');
+      const twin = join(dir, 'twin');
+      copyFileSync(sleepBinary, twin);
+
+      /** Runs `file` as `tool`: in a new mount namespace where `file` is bind-mounted over it. */
+      async function startDisguised(file: string): Promise<PeerIdentity> {
+        const child = spawn(
+          'unshare',
+          [
+            '-m',
+            '--propagation',
+            'private',
+            'sh',
+            '-c',
+            'mount --bind "$0" "$1" && exec "$1" 30',
+            file,
+            tool,
+          ],
+          { stdio: 'ignore' },
+        );
+        children.push(child);
+        const pid = child.pid!;
+        await expect.poll(() => safeReadlink(`/proc/${pid}/exe`)).toBe(tool);
+        return identityOf(pid);
+      }
+
+      const genuine = await start(tool);
+      const disguised = await startDisguised(impostor);
+      const disguisedTwin = await startDisguised(twin);
+      // What the kernel reports is the allowed path; the file behind it is another.
+      expect(disguised.executable).toBe(tool);
+      expect(statSync(`/proc/${disguised.pid}/exe`).ino).toBe(statSync(impostor).ino);
+      expect(statSync(`/proc/${genuine.pid}/exe`).ino).toBe(statSync(tool).ino);
+
+      const byPath = allowExecutables([tool]);
+      expect(await byPath.check(genuine)).toEqual({ allowed: true });
+      for (const peer of [disguised, disguisedTwin]) {
+        expect(await byPath.check(peer)).toMatchObject({
+          allowed: false,
+          reason: expect.stringContaining(`a file named ${tool} that is not the file at that path`),
+        });
+      }
+      // A pin does not tell the exact copy apart (same bytes); the file identity does.
+      const pinned = allowExecutables([tool], {
+        sha256: { [tool]: sha256(readFileSync(sleepBinary)) },
+      });
+      expect(await pinned.check(genuine)).toEqual({ allowed: true });
+      expect(await pinned.check(disguisedTwin)).toMatchObject({
+        allowed: false,
+        reason: expect.stringContaining('that is not the file at that path'),
+      });
+      // The bind mounts stayed in the children's namespaces.
+      expect(sha256(readFileSync(tool))).toBe(sha256(readFileSync(sleepBinary)));
+    },
+  );
 
   it('refuses a process that has exited', async () => {
     const tool = join(dir, 'tool');
