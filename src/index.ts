@@ -42,9 +42,43 @@ export type {
 } from './policy/executable.js';
 export { allowExecutables, systemExecutableReader } from './policy/executable.js';
 export type { GroupEntry, RequireGroupOptions } from './policy/group.js';
-export { findGroup, parseGroupFile, requireGroup } from './policy/group.js';
+export { findGroup, lookupGroup, parseGroupFile, requireGroup } from './policy/group.js';
 export type { PeerPolicy, PolicyDecision, PolicyVerdict } from './policy/peer-policy.js';
 export { peerPredicate, sameUser } from './policy/peer-policy.js';
+export type {
+  AutoPromptBackendDependencies,
+  AutoPromptBackendOptions,
+} from './prompt/auto.js';
+export { autoPromptBackend } from './prompt/auto.js';
+export type {
+  PolkitActionDescription,
+  PolkitActionFileOptions,
+  PolkitAuthority,
+  PolkitBackend,
+  PolkitBackendDependencies,
+  PolkitBackendOptions,
+  PolkitBinding,
+  PolkitBusErrorKind,
+  PolkitCheckResult,
+  PolkitConnectOptions,
+  PolkitDiagnosis,
+  PolkitImplicitAuthorization,
+  PolkitProblem,
+  PolkitSubject,
+} from './prompt/polkit/index.js';
+export {
+  createPolkitBackend,
+  DEFAULT_POLKIT_CANCEL_GRACE_MS,
+  DEFAULT_POLKIT_MESSAGE,
+  DEFAULT_POLKIT_TIMEOUT_MS,
+  DEFAULT_SYSTEM_BUS_ADDRESS,
+  isValidPolkitActionId,
+  POLKIT_ACTIONS_DIRECTORY,
+  PolkitBusError,
+  polkitActionFile,
+  polkitActionFilePath,
+  promptDetails,
+} from './prompt/polkit/index.js';
 export type {
   AccountRef,
   ClientClaims,

@@ -1,8 +1,15 @@
 /**
  * The reference app: a small secrets agent built only on Bridgekeeper's public API.
  *
- *   node --import tsx examples/secrets-agent/agent.ts --prompt scripted [--answers granted,denied]
+ *   node --import tsx examples/secrets-agent/agent.ts --prompt auto|polkit|scripted
+ *        [--answers granted,denied] [--polkit-action ID] [--print-polkit-action]
  *        [--vault file.json] [--idle 10m] [--max 12h] [--app bk-secrets]
+ *
+ * --prompt auto      the OS's own prompt (polkit on Linux); fails, saying what to install, when
+ *                    none can prompt — never falls back to the scripted one
+ * --prompt polkit    polkit, with the action --polkit-action (print its file with
+ *                    --print-polkit-action, install it under /usr/share/polkit-1/actions/)
+ * --prompt scripted  answers from --answers (demos and tests; not for real secrets)
  *
  * Methods (see cli.ts for the other side):
  *   vault.accounts                       list account ids and display names (no authorization)
@@ -11,19 +18,27 @@
  *   agent.lock / agent.status / agent.grants / agent.revoke
  */
 
+import { userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import {
   type AccountRef,
+  autoPromptBackend,
+  createPolkitBackend,
   createServer,
   HandlerError,
+  type PromptBackend,
   type PromptOutcome,
   type PromptRequest,
+  polkitActionFile,
+  polkitActionFilePath,
   type Server,
 } from 'bridgekeeper';
 import { ScriptedPromptBackend } from 'bridgekeeper/testing';
 import { parseSecretRef, type SecretRef, Vault } from './vault.js';
 
 export const DEFAULT_APP = 'bk-secrets';
+/** The polkit action the agent checks (install its file: --print-polkit-action). */
+export const DEFAULT_POLKIT_ACTION = 'org.bridgekeeper.secrets-agent.use-account';
 
 /** Parses `90s`, `10m`, `12h`, or plain milliseconds. */
 export function parseDuration(text: string): number {
@@ -46,8 +61,10 @@ export function describePrompt(request: PromptRequest): string {
 export interface AgentOptions {
   app?: string;
   vault: Vault;
-  /** Scripted answers, in order; once used up, every prompt is denied. */
+  /** Scripted answers, in order; once used up, every prompt is denied. Ignored with `prompt`. */
   answers?: PromptOutcome['result'][];
+  /** A real prompt backend (polkit, or whatever `autoPromptBackend` chose). Default: scripted. */
+  prompt?: PromptBackend;
   idleTimeoutMs?: number;
   maxLifetimeMs?: number;
   log?: (line: string) => void;
@@ -57,10 +74,12 @@ export interface AgentOptions {
 export function createAgent(options: AgentOptions): Server {
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const vault = options.vault;
-  const prompt = new ScriptedPromptBackend({
-    outcomes: options.answers ?? [],
-    onPrompt: (request) => log(`[prompt] ${describePrompt(request)}`),
-  });
+  const prompt =
+    options.prompt ??
+    new ScriptedPromptBackend({
+      outcomes: options.answers ?? [],
+      onPrompt: (request) => log(`[prompt] ${describePrompt(request)}`),
+    });
   const server = createServer({
     app: options.app ?? DEFAULT_APP,
     version: '0.1.0',
@@ -174,6 +193,14 @@ export function createAgent(options: AgentOptions): Server {
     };
   });
 
+  if (options.prompt) {
+    // A real backend shows its own dialog; the log says what it was asked.
+    server.authorizer.on('prompt', (event) =>
+      log(
+        `[prompt] asking through ${event.backend}: may ${event.process.program ?? 'a process'} in ${event.process.host} use "${event.account.displayName}"?`,
+      ),
+    );
+  }
   server.authorizer.on('granted', (event) =>
     log(
       `[agent] granted "${event.account.displayName}" to ${event.scope} session ${short(event.sessionId)}`,
@@ -204,17 +231,44 @@ async function main(): Promise<void> {
       vault: { type: 'string' },
       prompt: { type: 'string' },
       answers: { type: 'string', default: '' },
+      'polkit-action': { type: 'string', default: DEFAULT_POLKIT_ACTION },
+      'print-polkit-action': { type: 'boolean', default: false },
       idle: { type: 'string', default: '10m' },
       max: { type: 'string', default: '12h' },
     },
   });
-  if (values.prompt !== 'scripted') {
+  const actionId = values['polkit-action'] ?? DEFAULT_POLKIT_ACTION;
+  if (values['print-polkit-action']) {
+    // The file to install (as root) at the path printed on stderr.
+    process.stderr.write(`secrets-agent: install this as ${polkitActionFilePath(actionId)}\n`);
+    process.stdout.write(polkitActionFile({ actionId, owner: userInfo().username }));
+    return;
+  }
+  if (values.prompt !== 'scripted' && values.prompt !== 'polkit' && values.prompt !== 'auto') {
     process.stderr.write(
-      'secrets-agent: choose how the person is asked with --prompt. Only "scripted" exists so far\n' +
-        '(answers from --answers, for demos and tests; not for real secrets). OS prompts (polkit,\n' +
-        'Windows Hello, Touch ID) come as their backends land.\n',
+      'secrets-agent: choose how the person is asked with --prompt:\n' +
+        '  auto      the OS prompt (polkit on Linux), or an error saying what to install\n' +
+        '  polkit    polkit (needs its action file: see --print-polkit-action)\n' +
+        '  scripted  answers from --answers, for demos and tests; not for real secrets\n',
     );
     process.exit(2);
+  }
+  let prompt: PromptBackend | undefined;
+  if (values.prompt === 'auto') {
+    prompt = await autoPromptBackend({ polkit: { actionId } }).catch((error: unknown) => {
+      throw new Error(
+        `${error instanceof Error ? error.message : String(error)} (This agent prints its action file with --print-polkit-action.)`,
+      );
+    });
+  } else if (values.prompt === 'polkit') {
+    const polkit = createPolkitBackend({ actionId });
+    const diagnosis = await polkit.diagnose();
+    if (!diagnosis.available) {
+      throw new Error(
+        `polkit cannot prompt: ${diagnosis.detail}. Print the action file with --print-polkit-action.`,
+      );
+    }
+    prompt = polkit;
   }
   const answers = (values.answers ?? '')
     .split(',')
@@ -224,12 +278,15 @@ async function main(): Promise<void> {
     app: values.app ?? DEFAULT_APP,
     vault: await Vault.load(values.vault),
     answers,
+    ...(prompt ? { prompt } : {}),
     idleTimeoutMs: parseDuration(values.idle ?? '10m'),
     maxLifetimeMs: parseDuration(values.max ?? '12h'),
   });
   const address = await server.listen();
   process.stderr.write(
-    `[agent] listening at ${address} (scripted prompt: approvals are simulated, answers: ${answers.join(',') || 'deny all'})\n`,
+    prompt
+      ? `[agent] listening at ${address} (prompt: ${prompt.id} — the operating system asks you)\n`
+      : `[agent] listening at ${address} (scripted prompt: approvals are simulated, answers: ${answers.join(',') || 'deny all'})\n`,
   );
   // Tell a parent process (the demo) that we are ready.
   process.send?.({ ready: address });

@@ -1,0 +1,85 @@
+import { describe, expect, it } from 'vitest';
+import { AuthorizationError } from '../../../src/errors.js';
+import { autoPromptBackend } from '../../../src/prompt/auto.js';
+import { PolkitBusError } from '../../../src/prompt/polkit/dbus-binding.js';
+import { ACTION_ID, action, FakeBinding, replyError } from './fake-binding.js';
+
+const polkit = { actionId: ACTION_ID };
+
+async function failure(promise: Promise<unknown>): Promise<AuthorizationError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(AuthorizationError);
+  return error as AuthorizationError;
+}
+
+describe('autoPromptBackend', () => {
+  it('picks polkit on Linux when it can prompt', async () => {
+    const binding = new FakeBinding();
+    const backend = await autoPromptBackend(
+      { polkit },
+      { platform: 'linux', polkitBinding: binding },
+    );
+    expect(backend.id).toBe('polkit');
+  });
+
+  it('says which action file to install, and how to generate it, when the action is missing', async () => {
+    const binding = new FakeBinding({ actions: [action('org.other.action')] });
+    const error = await failure(
+      autoPromptBackend({ polkit }, { platform: 'linux', polkitBinding: binding }),
+    );
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toContain(`/usr/share/polkit-1/actions/${ACTION_ID}.policy`);
+    expect(error.message).toContain(`polkitActionFile({ actionId: '${ACTION_ID}'`);
+    expect(error.message).toContain('pkttyagent');
+    // The connection it opened to find out is closed again.
+    expect(binding.authority.closed).toBe(true);
+  });
+
+  it('says to install and start D-Bus and polkit when there is no system bus', async () => {
+    const binding = new FakeBinding({ connect: new PolkitBusError('unreachable', 'ENOENT') });
+    const error = await failure(
+      autoPromptBackend(
+        { polkit: { ...polkit, busAddress: 'unix:path=/x' } },
+        { platform: 'linux', polkitBinding: binding },
+      ),
+    );
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toContain('unix:path=/x');
+    expect(error.message).toMatch(/apt install dbus polkitd/);
+    expect(error.message).toContain(`/usr/share/polkit-1/actions/${ACTION_ID}.policy`);
+  });
+
+  it('says to install and start polkit when polkitd does not answer', async () => {
+    const binding = new FakeBinding();
+    const connect = binding.connect.bind(binding);
+    binding.connect = async (options) => {
+      const authority = await connect(options);
+      binding.authority.enumerate = replyError('org.freedesktop.DBus.Error.ServiceUnknown', 'x');
+      return authority;
+    };
+    const error = await failure(
+      autoPromptBackend({ polkit }, { platform: 'linux', polkitBinding: binding }),
+    );
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toMatch(/polkitd does not answer/);
+    expect(error.message).toMatch(/systemctl start polkit/);
+  });
+
+  it('needs the polkit action id on Linux', async () => {
+    await expect(autoPromptBackend({}, { platform: 'linux' })).rejects.toMatchObject({
+      code: 'ERR_INVALID_ARGUMENT',
+    });
+  });
+
+  it.each(['darwin', 'win32', 'freebsd'] as const)(
+    'has no backend on %s yet: ERR_PROMPT_UNAVAILABLE, never a silent grant',
+    async (platform) => {
+      const error = await failure(autoPromptBackend({ polkit }, { platform }));
+      expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+      expect(error.message).toContain(platform);
+    },
+  );
+});
