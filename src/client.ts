@@ -391,23 +391,25 @@ class BridgekeeperClient implements Client {
 
   request<R = unknown>(method: string, params?: unknown, options: RequestOptions = {}): Promise<R> {
     const timeoutMs = options.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
-    const signals: AbortSignal[] = [];
-    if (options.signal) signals.push(options.signal);
-    if (timeoutMs > 0) signals.push(AbortSignal.timeout(timeoutMs));
-    const signal =
-      signals.length === 0
-        ? undefined
-        : signals.length === 1
-          ? signals[0]
-          : AbortSignal.any(signals);
-    return this.#call(method, params, signal, `The request "${method}"`) as Promise<R>;
+    return this.#call(
+      method,
+      params,
+      options.signal,
+      `The request "${method}"`,
+      timeoutMs,
+    ) as Promise<R>;
   }
 
+  /**
+   * Sends one request. The time limit is a plain timer rather than `AbortSignal.timeout` +
+   * `AbortSignal.any`, which cost ~10 µs per request on the hot path (measured by the rtt bench).
+   */
   #call(
     method: string,
     params: unknown,
     signal: AbortSignal | undefined,
     what: string,
+    timeoutMs = 0,
   ): Promise<unknown> {
     if (this.#transport.closed || this.#closePromise) {
       return Promise.reject(this.#closeError ?? createError('ERR_CLOSED', 'The client is closed.'));
@@ -416,9 +418,11 @@ class BridgekeeperClient implements Client {
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
       let onAbort: (() => void) | undefined;
+      let timer: NodeJS.Timeout | undefined;
       const settle = () => {
         this.#pending.delete(id);
         if (onAbort) signal?.removeEventListener('abort', onAbort);
+        if (timer) clearTimeout(timer);
       };
       this.#pending.set(id, {
         method,
@@ -431,15 +435,22 @@ class BridgekeeperClient implements Client {
           reject(error);
         },
       });
+      const giveUp = (error: BridgekeeperError) => {
+        const pending = this.#pending.get(id);
+        if (!pending) return;
+        // Tell the app, so it stops work and takes its prompt down if nobody else waits.
+        this.#trySend(notification(METHODS.cancel, { id }));
+        pending.reject(error);
+      };
       if (signal) {
-        onAbort = () => {
-          const pending = this.#pending.get(id);
-          if (!pending) return;
-          // Tell the app, so it stops work and takes its prompt down if nobody else waits.
-          this.#trySend(notification(METHODS.cancel, { id }));
-          pending.reject(abortError(signal, what));
-        };
+        onAbort = () => giveUp(abortError(signal, what));
         signal.addEventListener('abort', onAbort, { once: true });
+      }
+      if (timeoutMs > 0 && Number.isFinite(timeoutMs)) {
+        timer = setTimeout(
+          () => giveUp(createError('ERR_TIMEOUT', `${what} timed out after ${timeoutMs} ms.`)),
+          timeoutMs,
+        );
       }
       try {
         this.#transport.send(requestMessage(id, method, params));

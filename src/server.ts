@@ -930,8 +930,8 @@ class Connection {
       // after they answered (it may have exec'd while the prompt was up), and before the
       // result leaves (it may have exec'd while the handler ran). BRIEF §4.4.
       await this.#verifyPeer();
-      await this.#authorize(id, account, signal);
-      await this.#verifyPeer();
+      // With a live grant nothing waited in between, so the check above still holds.
+      if (await this.#authorize(id, account, signal)) await this.#verifyPeer();
     }
     throwIfAborted(signal);
     const result = await entry.handler(params, { ...info, requestId: id, account, signal });
@@ -967,11 +967,12 @@ class Connection {
     }
   }
 
-  async #authorize(id: RequestId, account: AccountRef, signal: AbortSignal): Promise<void> {
+  /** Resolves true when it had to wait for the authorizer (a prompt, or another's prompt). */
+  async #authorize(id: RequestId, account: AccountRef, signal: AbortSignal): Promise<boolean> {
     const info = this.#info!;
     const peer = info.peer;
     const authorizer = this.#server.authorizer;
-    if (authorizer.tryUse(info.session.id, account.id)) return;
+    if (authorizer.tryUse(info.session.id, account.id)) return false;
     const subject =
       peer?.pid === undefined
         ? undefined
@@ -996,6 +997,7 @@ class Connection {
           this.#send(notification(METHODS.queued, { requestId: id, position })),
       },
     );
+    return true;
   }
 
   #reply(id: RequestId, result: unknown, error?: unknown): void {

@@ -252,7 +252,12 @@ export function createLinuxBindings(native: NativeLibc): LinuxBindings {
       writeI32(pollfd, pidfd, 0);
       writeI16(pollfd, POLLIN, 4);
       writeI16(pollfd, 0, 6);
-      const ready = poll(pollfd, 1, 0);
+      // A signal landing during poll (SIGCHLD, SIGPROF, the app's own) is not a verdict on the
+      // peer: retry, or a healthy client would be dropped as "changed".
+      let ready = poll(pollfd, 1, 0);
+      for (let tries = 0; ready < 0 && native.errno() === EINTR && tries < 16; tries++) {
+        ready = poll(pollfd, 1, 0);
+      }
       if (ready < 0) throw platformError('poll', native.errno(), 'Polling a pidfd failed');
       const revents = readI16(pollfd, 6);
       if (revents & POLLNVAL) {

@@ -96,10 +96,13 @@ function peerUnknown(message: string, cause?: unknown): PeerError {
 }
 
 function hashId(prefix: 'tty' | 'proc', fields: readonly (string | number)[]): string {
+  // toString of the first 16 bytes gives a flat 32-character string: a slice of the full hex
+  // digest would keep all 64 characters alive for as long as a grant holds the id.
   const digest = createHash('sha256')
     .update([ID_DOMAIN, prefix, ...fields.map(String)].join('\0'))
-    .digest('hex');
-  return `${prefix}:${digest.slice(0, 32)}`;
+    .digest()
+    .toString('hex', 0, 16);
+  return `${prefix}:${digest}`;
 }
 
 interface Subject {

@@ -113,6 +113,30 @@ describe('createLinuxBindings over a scripted libc', () => {
     expect(caught(() => bindings.pidfdIsAlive(9)).cause).toMatchObject({ code: 'EINVAL' });
   });
 
+  it('retries a poll interrupted by a signal (EINTR) instead of calling the peer changed', () => {
+    let interruptions = 2;
+    const libc = scriptedLibc({
+      poll: (fds) => {
+        if (interruptions > 0) {
+          interruptions--;
+          libc.lastErrno = errno.EINTR;
+          return -1;
+        }
+        libc.lastErrno = 0;
+        fds.writeInt16LE(0, 6);
+        return 0;
+      },
+    });
+    expect(createLinuxBindings(libc).pidfdIsAlive(9)).toBe(true);
+    expect(libc.calls.filter((call) => call === 'poll')).toHaveLength(3);
+    // A signal storm that never lets poll finish is still an error, not a verdict either way.
+    const stormy = scriptedLibc({ poll: () => -1 });
+    stormy.lastErrno = errno.EINTR;
+    expect(caught(() => createLinuxBindings(stormy).pidfdIsAlive(9)).cause).toMatchObject({
+      code: 'EINTR',
+    });
+  });
+
   it('treats EINTR from close as done, other close errors as ERR_PLATFORM', () => {
     const libc = scriptedLibc({ close: () => -1 });
     libc.lastErrno = errno.EINTR;
