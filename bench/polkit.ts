@@ -61,7 +61,31 @@ function polkitAnswers(address: string): { ok: boolean; why: string } {
 
 export async function polkit(context: BenchContext): Promise<BenchResult> {
   const address = process.env.DBUS_SYSTEM_BUS_ADDRESS ?? DEFAULT_BUS;
-  const bus = polkitAnswers(address);
+  let bus = polkitAnswers(address);
+  let environment: { teardown(): Promise<void> } | undefined;
+  if (!bus.ok && process.getuid?.() === 0 && existsSync('/usr/lib/polkit-1/polkitd')) {
+    // As root (CI), start a system bus and polkitd the way the polkit tests do, for this row only.
+    try {
+      const { setupPolkit } = await import('../test/support/polkit.js');
+      environment = await setupPolkit();
+      bus = polkitAnswers(address);
+      context.log('polkit: started a system bus and polkitd for this benchmark');
+    } catch (error) {
+      context.log(`polkit: could not start polkitd (${(error as Error).message})`);
+    }
+  }
+  try {
+    return await measurePolkit(context, address, bus);
+  } finally {
+    await environment?.teardown();
+  }
+}
+
+async function measurePolkit(
+  context: BenchContext,
+  address: string,
+  bus: { ok: boolean; why: string },
+): Promise<BenchResult> {
   const binding = existsSync(BINDING);
   if (!bus.ok || !binding) {
     const reasons = [
