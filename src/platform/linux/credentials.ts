@@ -230,13 +230,48 @@ async function deriveSession(
   };
 }
 
+/**
+ * Host names by session id. The id pins the tty, session and leader (or the invoking process)
+ * with their start times, so the walk up the process tree that names the host — the costliest
+ * part of placing a connection — gives the same answer for every connection of a session.
+ */
+class HostCache {
+  static readonly LIMIT = 256;
+  readonly #hosts = new Map<string, string>();
+
+  get(id: string): string | undefined {
+    const host = this.#hosts.get(id);
+    if (host !== undefined) {
+      // Most recently used last, so the oldest goes first when full.
+      this.#hosts.delete(id);
+      this.#hosts.set(id, host);
+    }
+    return host;
+  }
+
+  set(id: string, host: string): void {
+    this.#hosts.set(id, host);
+    if (this.#hosts.size > HostCache.LIMIT) {
+      const oldest = this.#hosts.keys().next().value;
+      if (oldest !== undefined) this.#hosts.delete(oldest);
+    }
+  }
+}
+
 async function toCredential(
   result: { session: LinuxSession; placement: SessionPlacement },
   pid: number,
   proc: ProcReader,
+  hosts?: HostCache,
 ): Promise<SessionCredential> {
-  const process = await describeProcess(pid, result.placement, { proc });
-  return { id: result.session.id, scope: result.session.scope, process };
+  const id = result.session.id;
+  const knownHost = hosts?.get(id);
+  const process = await describeProcess(pid, result.placement, {
+    proc,
+    ...(knownHost === undefined ? {} : { knownHost }),
+  });
+  if (knownHost === undefined) hosts?.set(id, process.host);
+  return { id, scope: result.session.scope, process };
 }
 
 function failClosed(pid: number | undefined, error: unknown): BridgekeeperError {
@@ -309,11 +344,12 @@ export function createLinuxCredentialProvider(
   options: LinuxCredentialOptions = {},
 ): SessionCredentialProvider {
   const proc = options.proc ?? systemProc;
+  const hosts = new HostCache();
   return {
     async derive(peer, deriveOptions = {}) {
       const result = await derivePeer(peer, { ...options, ...deriveOptions });
       try {
-        return await toCredential(result, result.session.pid, proc);
+        return await toCredential(result, result.session.pid, proc, hosts);
       } catch (error) {
         throw failClosed(peer.pid, error);
       }

@@ -246,6 +246,7 @@ async function findHost(
  *
  * @param pid the peer's process id.
  * @param session where its session is anchored (from the credential derivation).
+ * @param options.knownHost the host already named for this session; skips the walk.
  *
  * @example
  * ```ts
@@ -256,14 +257,16 @@ async function findHost(
 export async function describeProcess(
   pid: number,
   session: SessionPlacement,
-  options: { proc?: ProcReader } = {},
+  options: { proc?: ProcReader; knownHost?: string } = {},
 ): Promise<ProcessDescription> {
   const proc = options.proc ?? systemProc;
   const peer = await readStep(proc, pid);
   const program = peer ? programName(peer.executable, peer.stat.comm) : undefined;
 
-  let host: string | undefined;
-  if (session.scope === 'terminal') {
+  let host: string | undefined = options.knownHost;
+  if (host !== undefined) {
+    // Named already for this session (the caller caches it by session id).
+  } else if (session.scope === 'terminal') {
     const leader = session.leaderPid === pid ? peer : await readStep(proc, session.leaderPid);
     if (leader) host = await findHost(proc, leader.stat.ppid, 'terminal');
   } else {

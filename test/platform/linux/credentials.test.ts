@@ -359,3 +359,43 @@ describe.skipIf(process.platform !== 'linux')('with real processes (Linux only)'
     }
   });
 });
+
+describe('host names are cached per session', () => {
+  it('walks the process tree once per session, not once per connection', async () => {
+    const { createLinuxCredentialProvider } = await import(
+      '../../../src/platform/linux/credentials.js'
+    );
+    const { systemProc } = await import('../../../src/platform/linux/proc.js');
+    const { spawn } = await import('node:child_process');
+    let statReads = 0;
+    const counting = {
+      ...systemProc,
+      readStat: (pid: number) => {
+        statReads++;
+        return systemProc.readStat(pid);
+      },
+    };
+    const provider = createLinuxCredentialProvider({ proc: counting });
+    const child = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      const { readProcStat } = await import('../../../src/platform/linux/proc.js');
+      const stat = await readProcStat(child.pid!);
+      const peer = {
+        pid: child.pid!,
+        uid: process.getuid!(),
+        startTime: stat!.startTime,
+        source: 'test',
+      };
+      const first = await provider.derive(peer);
+      const afterFirst = statReads;
+      const second = await provider.derive(peer);
+      const secondReads = statReads - afterFirst;
+      expect(second).toEqual(first);
+      // The second derivation re-reads what proves the session, but not the ancestors.
+      expect(secondReads).toBeLessThan(afterFirst);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
+});
