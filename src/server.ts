@@ -616,7 +616,10 @@ class Connection {
             policy: 'identity',
             reason: 'the transport reported no peer identity',
           } as const);
-    if (this.#transport.closed) return;
+    if (this.#transport.closed || this.#server.closing) {
+      if (!this.#transport.closed) void this.#transport.close();
+      return;
+    }
     if (!verdict.allowed) {
       debug(
         'peer rejected by %s: %s (pid %s uid %s)',
@@ -631,7 +634,9 @@ class Connection {
         reason: verdict.reason,
         code: 'ERR_PEER_REJECTED',
       });
-      // Nothing is read from a rejected peer; it is told only that it was refused, not why.
+      // Nothing it sent was read before this verdict, and nothing of it is ever decoded; it is
+      // told only that it was refused, not why. (Closing drains its bytes unread: a Unix socket
+      // closed with unread data resets the peer, which could then lose this notice.)
       sendClosing(this.#transport, {
         reason: 'peer-rejected',
         code: 'ERR_PEER_REJECTED',
