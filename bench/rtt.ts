@@ -7,8 +7,8 @@
  * @module
  */
 
-import path from 'node:path';
 import { Child, stopAll } from './lib/child.js';
+import { startServerPair } from './lib/servers.js';
 import type { BenchContext, BenchResult } from './lib/shared.js';
 import { median, medianRatio, round } from './lib/stats.js';
 
@@ -18,26 +18,16 @@ interface RoundStats {
 }
 
 export async function rtt(context: BenchContext): Promise<BenchResult> {
-  const bkPath = path.join(context.tmp, 'rtt-bk.sock');
-  const echoPath = path.join(context.tmp, 'rtt-echo.sock');
   const rounds = context.quick ? 6 : 30;
   const perRound = context.quick ? 300 : 1000;
   const children: Child[] = [];
   try {
-    const server = Child.start(
-      context.build,
-      'bk-server',
-      { path: bkPath, profiling: context.profileDir !== undefined },
-      { label: 'rtt server', profileDir: context.profileDir },
+    const { bkPath, echoPath, server, echo } = await startServerPair(
+      context,
+      'rtt',
+      'rtt',
+      children,
     );
-    const echo = Child.start(
-      context.build,
-      'echo-server',
-      { path: echoPath },
-      { label: 'rtt echo server' },
-    );
-    children.push(server, echo);
-    await Promise.all([server.next('ready'), echo.next('ready')]);
     type State = { type: string; prompts: number; denied: number; cpu: number };
     const serverBefore = await server.request<State>({ type: 'state' }, 'state');
     const echoBefore = await echo.request<State>({ type: 'state' }, 'state');

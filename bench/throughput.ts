@@ -6,8 +6,8 @@
  * @module
  */
 
-import path from 'node:path';
 import { Child, stopAll } from './lib/child.js';
+import { startServerPair } from './lib/servers.js';
 import type { BenchContext, BenchResult } from './lib/shared.js';
 import { median, medianRatio, round } from './lib/stats.js';
 
@@ -15,26 +15,16 @@ const CLIENTS = 8;
 const WINDOW = 32;
 
 export async function throughput(context: BenchContext): Promise<BenchResult> {
-  const bkPath = path.join(context.tmp, 'tp-bk.sock');
-  const echoPath = path.join(context.tmp, 'tp-echo.sock');
   const rounds = context.quick ? 2 : 3;
   const ms = context.quick ? 500 : 5_000;
   const children: Child[] = [];
   try {
-    const server = Child.start(
-      context.build,
-      'bk-server',
-      { path: bkPath, profiling: context.profileDir !== undefined },
-      { label: 'throughput server', profileDir: context.profileDir },
+    const { bkPath, echoPath, server, echo } = await startServerPair(
+      context,
+      'tp',
+      'throughput',
+      children,
     );
-    const echo = Child.start(
-      context.build,
-      'echo-server',
-      { path: echoPath },
-      { label: 'throughput echo server' },
-    );
-    children.push(server, echo);
-    await Promise.all([server.next('ready'), echo.next('ready')]);
     const clients: Child[] = [];
     for (let index = 0; index < CLIENTS; index++) {
       clients.push(

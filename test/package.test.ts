@@ -1,31 +1,6 @@
-import { readFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { ERROR_CODES } from 'bridgekeeper';
 import { describe, expect, it } from 'vitest';
-
-const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-
-/** Follows static imports from an entry file; dynamic import() is how platform code loads lazily. */
-function staticImportClosure(entry: string): Set<string> {
-  const seen = new Set<string>();
-  const queue = [resolve(root, entry)];
-  while (queue.length > 0) {
-    const file = queue.pop()!;
-    if (seen.has(file)) continue;
-    seen.add(file);
-    const source = readFileSync(file, 'utf8');
-    for (const match of source.matchAll(/^\s*(?:import|export)\s[^;]*?from\s+'([^']+)'/gm)) {
-      const specifier = match[1]!;
-      if (specifier.startsWith('.')) {
-        queue.push(resolve(dirname(file), specifier.replace(/\.js$/, '.ts')));
-      } else {
-        seen.add(`pkg:${specifier}`);
-      }
-    }
-  }
-  return seen;
-}
+import { staticImportClosure } from './support/import-graph.js';
 
 describe('package root', () => {
   it.each(['src/index.ts', 'src/testing.ts'])(

@@ -166,41 +166,25 @@ export function runPromptBackendContract(name: string, setup: PromptBackendContr
       );
     });
 
-    it('answers granted with the granted outcome shape', async (context) => {
-      await withBackend(
-        'granted',
-        (note) => context.skip(note),
-        async ({ backend }) => {
-          const controller = new AbortController();
-          const settled = await settleWithin(
-            backend.prompt(await request(), { signal: controller.signal }),
-            answerTimeoutMs,
-          );
-          expect(settled.state).toBe('resolved');
-          if (settled.state !== 'resolved') return;
-          expectOutcomeShape(settled.value);
-          expect(settled.value.result).toBe('granted');
-        },
-      );
-    });
-
-    it('answers denied with the denied outcome shape', async (context) => {
-      await withBackend(
-        'denied',
-        (note) => context.skip(note),
-        async ({ backend }) => {
-          const controller = new AbortController();
-          const settled = await settleWithin(
-            backend.prompt(await request(), { signal: controller.signal }),
-            answerTimeoutMs,
-          );
-          expect(settled.state).toBe('resolved');
-          if (settled.state !== 'resolved') return;
-          expectOutcomeShape(settled.value);
-          expect(settled.value.result).toBe('denied');
-        },
-      );
-    });
+    for (const answer of ['granted', 'denied'] as const) {
+      it(`answers ${answer} with the ${answer} outcome shape`, async (context) => {
+        await withBackend(
+          answer,
+          (note) => context.skip(note),
+          async ({ backend }) => {
+            const controller = new AbortController();
+            const settled = await settleWithin(
+              backend.prompt(await request(), { signal: controller.signal }),
+              answerTimeoutMs,
+            );
+            expect(settled.state).toBe('resolved');
+            if (settled.state !== 'resolved') return;
+            expectOutcomeShape(settled.value);
+            expect(settled.value.result).toBe(answer);
+          },
+        );
+      });
+    }
 
     it('does not answer a prompt nobody answers (hang stays pending)', async (context) => {
       await withBackend(

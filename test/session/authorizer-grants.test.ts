@@ -7,7 +7,6 @@ import type { AccountRef, PromptRequest } from '../../src/prompt/prompt-backend.
 import { ScriptedPromptBackend } from '../../src/prompt/scripted.js';
 import {
   Authorizer,
-  type AuthorizerEvents,
   type AuthorizerOptions,
   DEFAULT_DENIAL_COOLDOWN_MS,
   DEFAULT_IDLE_TIMEOUT_MS,
@@ -15,6 +14,7 @@ import {
 } from '../../src/session/authorizer.js';
 import type { SessionCredential } from '../../src/session/credentials.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
+import { recordingAuthorizer } from './harness.js';
 
 const IDLE = 10 * 60_000;
 const MAX = 12 * 3_600_000;
@@ -25,29 +25,12 @@ function session(id: string, pid = 1000): SessionCredential {
   return { id, scope: 'terminal', process: { host: 'GNOME Terminal', program: 'cli', pid } };
 }
 
-type Recorded = { [E in keyof AuthorizerEvents]: [E, AuthorizerEvents[E]] }[keyof AuthorizerEvents];
-
 function setup(options: Partial<AuthorizerOptions> = {}) {
   const clock = new FakeClock({ monotonic: 1_000, wall: 1_700_000_000_000 });
   const backend = new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) });
-  const authorizer = new Authorizer({ prompt: backend, clock, ...options });
-  const events: Recorded[] = [];
-  for (const name of [
-    'granted',
-    'denied',
-    'used',
-    'expired',
-    'revoked',
-    'locked',
-    'unlocked',
-    'prompt',
-  ] as const) {
-    authorizer.on(name, (payload) => events.push([name, payload] as Recorded));
-  }
+  const { authorizer, events, named } = recordingAuthorizer(backend, clock, options);
   const grant = (credential: SessionCredential, account: AccountRef = WORK) =>
     authorizer.authorize({ session: credential, account });
-  const named = <E extends keyof AuthorizerEvents>(name: E): AuthorizerEvents[E][] =>
-    events.filter((event) => event[0] === name).map((event) => event[1] as AuthorizerEvents[E]);
   return { clock, backend, authorizer, events, grant, named };
 }
 

@@ -7,13 +7,10 @@ import { describe, expect, it } from 'vitest';
 import { BridgekeeperError } from '../../src/errors.js';
 import type { AccountRef } from '../../src/prompt/prompt-backend.js';
 import { ScriptedPromptBackend } from '../../src/prompt/scripted.js';
-import {
-  Authorizer,
-  type AuthorizerEvents,
-  type AuthorizerOptions,
-} from '../../src/session/authorizer.js';
+import type { AuthorizerEvents, AuthorizerOptions } from '../../src/session/authorizer.js';
 import type { SessionCredential } from '../../src/session/credentials.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
+import { flush, recordingAuthorizer } from './harness.js';
 
 const WORK: AccountRef = { id: 'work', displayName: 'Work' };
 const HOME: AccountRef = { id: 'home', displayName: 'Home' };
@@ -26,27 +23,10 @@ function session(id: string): SessionCredential {
   };
 }
 
-const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-type Recorded = { [E in keyof AuthorizerEvents]: [E, AuthorizerEvents[E]] }[keyof AuthorizerEvents];
-
 function setup(options: Partial<AuthorizerOptions> = {}) {
   const clock = new FakeClock();
   const backend = new ScriptedPromptBackend({ manual: true });
-  const authorizer = new Authorizer({ prompt: backend, clock, ...options });
-  const events: Recorded[] = [];
-  for (const name of [
-    'granted',
-    'denied',
-    'used',
-    'expired',
-    'revoked',
-    'locked',
-    'unlocked',
-    'prompt',
-  ] as const) {
-    authorizer.on(name, (payload) => events.push([name, payload] as Recorded));
-  }
+  const { authorizer, events } = recordingAuthorizer(backend, clock, options);
   const ask = (id: string, account: AccountRef = WORK) =>
     authorizer.authorize({ session: session(id), account });
   const approve = async (id: string, account: AccountRef = WORK) => {
@@ -288,6 +268,15 @@ function setupWithSlowHook() {
   return { ...env, hook };
 }
 
+/** setupWithSlowHook(), then `a` asks for s1 and is approved: the unlock hook is now running. */
+async function approvedWhileHookRuns() {
+  const env = setupWithSlowHook();
+  const a = env.ask('s1');
+  (await env.backend.nextPrompt()).respond('granted');
+  await flush();
+  return { ...env, a };
+}
+
 describe('Authorizer lock() voids approvals given after it (lock epoch)', () => {
   it('lock() while the unlock hook runs: no grant, stays locked, ERR_AUTHORIZATION_CANCELLED', async () => {
     const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
@@ -322,10 +311,7 @@ describe('Authorizer lock() voids approvals given after it (lock epoch)', () => 
   });
 
   it('unlock() then lock() by the app while the unlock hook runs: no grant, stays locked', async () => {
-    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
-    const a = ask('s1');
-    (await backend.nextPrompt()).respond('granted');
-    await flush();
+    const { authorizer, events, hook, a } = await approvedWhileHookRuns();
     authorizer.unlock();
     authorizer.lock();
     hook.finish();
@@ -338,10 +324,7 @@ describe('Authorizer lock() voids approvals given after it (lock epoch)', () => 
   });
 
   it('lock() then unlock() by the app while the hook runs: no grant; the app stays as the app left it', async () => {
-    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
-    const a = ask('s1');
-    (await backend.nextPrompt()).respond('granted');
-    await flush();
+    const { authorizer, events, hook, a } = await approvedWhileHookRuns();
     authorizer.lock();
     authorizer.unlock();
     hook.finish();
@@ -429,10 +412,7 @@ describe('Authorizer lock() voids approvals given after it (lock epoch)', () => 
   });
 
   it('an unlock hook that throws after lock() still refuses with ERR_PROMPT_FAILED and stays locked', async () => {
-    const { backend, authorizer, ask, hook } = setupWithSlowHook();
-    const a = ask('s1');
-    (await backend.nextPrompt()).respond('granted');
-    await flush();
+    const { authorizer, hook, a } = await approvedWhileHookRuns();
     authorizer.lock();
     hook.fail(new Error('vault sealed'));
     expect(await codeOf(a)).toBe('ERR_PROMPT_FAILED');
@@ -441,10 +421,7 @@ describe('Authorizer lock() voids approvals given after it (lock epoch)', () => 
   });
 
   it('a prompt shown while locked and approved with no lock() since still unlocks (as before)', async () => {
-    const { backend, authorizer, ask, events, hook } = setupWithSlowHook();
-    const a = ask('s1');
-    (await backend.nextPrompt()).respond('granted');
-    await flush();
+    const { authorizer, events, hook, a } = await approvedWhileHookRuns();
     hook.finish();
     await a;
     expect(authorizer.locked).toBe(false);

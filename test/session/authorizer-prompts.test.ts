@@ -12,14 +12,10 @@ import type {
   PromptRequest,
 } from '../../src/prompt/prompt-backend.js';
 import { ScriptedPromptBackend } from '../../src/prompt/scripted.js';
-import {
-  type AuthorizeOptions,
-  Authorizer,
-  type AuthorizerEvents,
-  type AuthorizerOptions,
-} from '../../src/session/authorizer.js';
+import type { AuthorizeOptions, AuthorizerOptions } from '../../src/session/authorizer.js';
 import type { SessionCredential } from '../../src/session/credentials.js';
 import { FakeClock } from '../../src/testing/fake-clock.js';
+import { flush, recordingAuthorizer } from './harness.js';
 
 const WORK: AccountRef = { id: 'work', displayName: 'Work' };
 const HOME: AccountRef = { id: 'home', displayName: "Wendy Appleseed's Family" };
@@ -27,9 +23,6 @@ const HOME: AccountRef = { id: 'home', displayName: "Wendy Appleseed's Family" }
 function session(id: string, pid = 1000): SessionCredential {
   return { id, scope: 'terminal', process: { host: 'iTerm2', program: 'op', pid } };
 }
-
-/** Lets pending promise callbacks run. */
-const flush = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Records whether a promise settled, without awaiting it. */
 function track<T>(promise: Promise<T>) {
@@ -41,29 +34,12 @@ function track<T>(promise: Promise<T>) {
   return state;
 }
 
-type Recorded = { [E in keyof AuthorizerEvents]: [E, AuthorizerEvents[E]] }[keyof AuthorizerEvents];
-
 function setup(options: Partial<AuthorizerOptions> = {}, backend?: PromptBackend) {
   const clock = new FakeClock();
   const scripted = new ScriptedPromptBackend({ manual: true });
-  const authorizer = new Authorizer({ prompt: backend ?? scripted, clock, ...options });
-  const events: Recorded[] = [];
-  for (const name of [
-    'granted',
-    'denied',
-    'used',
-    'expired',
-    'revoked',
-    'locked',
-    'unlocked',
-    'prompt',
-  ] as const) {
-    authorizer.on(name, (payload) => events.push([name, payload] as Recorded));
-  }
+  const { authorizer, events, named } = recordingAuthorizer(backend ?? scripted, clock, options);
   const ask = (id: string, account: AccountRef = WORK, opts?: AuthorizeOptions) =>
     authorizer.authorize({ session: session(id), account }, opts);
-  const named = <E extends keyof AuthorizerEvents>(name: E): AuthorizerEvents[E][] =>
-    events.filter((event) => event[0] === name).map((event) => event[1] as AuthorizerEvents[E]);
   return { clock, backend: scripted, authorizer, events, ask, named };
 }
 

@@ -1,14 +1,4 @@
-import {
-  chmod,
-  chown,
-  lstat,
-  mkdir,
-  mkdtemp,
-  rm,
-  stat,
-  symlink,
-  writeFile,
-} from 'node:fs/promises';
+import { chmod, chown, lstat, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -19,11 +9,11 @@ import {
   prepareEndpointDirectory,
   resolveEndpoint,
 } from '../../src/transport/endpoint.js';
+import { makeTempDirectory, rejectionOf, removeDirectory, runningAsRoot } from './helpers.js';
 
-const isRoot = process.getuid?.() === 0;
-if (!isRoot) {
-  console.info('endpoint.test: not running as root, so the other-user ownership test is skipped');
-}
+const isRoot = runningAsRoot(
+  'endpoint.test: not running as root, so the other-user ownership test is skipped',
+);
 
 function errorOf(fn: () => unknown): BridgekeeperError {
   try {
@@ -33,16 +23,6 @@ function errorOf(fn: () => unknown): BridgekeeperError {
     return error as BridgekeeperError;
   }
   throw new Error('expected a throw');
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('resolveEndpoint', () => {
@@ -176,13 +156,13 @@ describe('prepareEndpointDirectory', () => {
   let originalUmask: number;
 
   beforeEach(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'bk-endpoint-'));
+    root = await makeTempDirectory('bk-endpoint-');
     originalUmask = process.umask();
   });
 
   afterEach(async () => {
     process.umask(originalUmask);
-    await rm(root, { recursive: true, force: true });
+    await removeDirectory(root);
   });
 
   const modeOf = async (target: string): Promise<number> => (await lstat(target)).mode & 0o7777;
@@ -348,11 +328,11 @@ describe('checkSocketFile', () => {
   let root: string;
 
   beforeEach(async () => {
-    root = await mkdtemp(path.join(os.tmpdir(), 'bk-socketfile-'));
+    root = await makeTempDirectory('bk-socketfile-');
   });
 
   afterEach(async () => {
-    await rm(root, { recursive: true, force: true });
+    await removeDirectory(root);
   });
 
   it('returns undefined when nothing is there', async () => {

@@ -1,7 +1,5 @@
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type BridgekeeperError, TransportError } from '../../src/errors.js';
@@ -12,13 +10,17 @@ import {
   DEFAULT_MAX_BUFFERED_BYTES,
   type StreamTransport,
 } from '../../src/transport/stream-transport.js';
-import type { CloseInfo, Message, Transport } from '../../src/transport/transport.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-function closed(transport: Transport): Promise<CloseInfo> {
-  return new Promise((resolve) => transport.onClose(resolve));
-}
+import type { Message } from '../../src/transport/transport.js';
+import {
+  closed,
+  makeTempDirectory,
+  PAD,
+  rawSocket,
+  removeDirectory,
+  SMALL_LIMITS,
+  settled,
+  sleep,
+} from './helpers.js';
 
 /** Waits until `condition()` holds, failing with `what` after `ms`. */
 async function until(condition: () => boolean, what: string, ms = 5000): Promise<void> {
@@ -29,31 +31,7 @@ async function until(condition: () => boolean, what: string, ms = 5000): Promise
   }
 }
 
-/** Waits until `read()` has returned the same value for `quietMs`, and returns that value. */
-async function settled(read: () => number, quietMs = 150, ms = 5000): Promise<number> {
-  const deadline = Date.now() + ms;
-  let value = read();
-  let since = Date.now();
-  while (Date.now() - since < quietMs) {
-    if (Date.now() > deadline) throw new Error(`the value kept changing for ${ms} ms`);
-    await sleep(10);
-    const now = read();
-    if (now !== value) {
-      value = now;
-      since = Date.now();
-    }
-  }
-  return value;
-}
-
-/** Small limits, so a peer that does not read hits them after a few hundred KiB. */
-const SMALL_LIMITS = {
-  maxFrameBytes: 64 * 1024,
-  highWaterBytes: 128 * 1024,
-  maxBufferedBytes: 512 * 1024,
-};
-/** A 16 KiB reply, as in the review that found the unbounded buffering. */
-const PAD = 'x'.repeat(16 * 1024);
+/** A 16 KiB reply (PAD), as in the review that found the unbounded buffering. */
 const REPLY_BYTES = encodeFrame({ seq: 99_999, pad: PAD }).length;
 
 describe('createStreamTransport', () => {
@@ -62,13 +40,13 @@ describe('createStreamTransport', () => {
   const sockets: net.Socket[] = [];
 
   beforeEach(async () => {
-    directory = await mkdtemp(path.join(os.tmpdir(), 'bk-stream-'));
+    directory = await makeTempDirectory('bk-stream-');
   });
 
   afterEach(async () => {
     for (const socket of sockets.splice(0)) socket.destroy();
     server?.close();
-    await rm(directory, { recursive: true, force: true });
+    await removeDirectory(directory);
   });
 
   /** A connected pair of raw sockets: [client, accepted], both paused. */
@@ -78,9 +56,8 @@ describe('createStreamTransport', () => {
     server.listen(socketPath);
     await once(server, 'listening');
     const accepted = once(server, 'connection') as Promise<[net.Socket]>;
-    const client = net.connect(socketPath);
+    const client = rawSocket(socketPath);
     client.pause();
-    client.on('error', () => {});
     await once(client, 'connect');
     const [serverSocket] = await accepted;
     sockets.push(client, serverSocket);

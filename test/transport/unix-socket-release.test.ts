@@ -5,13 +5,20 @@
  */
 
 import { once } from 'node:events';
-import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { PeerIdentity, Transport } from '../../src/transport/transport.js';
+import type { Transport } from '../../src/transport/transport.js';
 import { connectUnixSocket, listenUnixSocket } from '../../src/transport/unix-socket.js';
+import {
+  countingIdentity,
+  makeTempDirectory,
+  rawClosed,
+  rawSocket,
+  removeDirectory,
+  runCleanups,
+  sleep,
+} from './helpers.js';
 
 const failures = vi.hoisted(() => ({ remaining: 0 }));
 const simulated = new Error('simulated createStreamTransport failure');
@@ -30,53 +37,25 @@ vi.mock('../../src/transport/stream-transport.js', async (importOriginal) => {
   };
 });
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-function countingIdentity(): {
-  made: PeerIdentity[];
-  released: PeerIdentity[];
-  identify: () => PeerIdentity;
-  release: (peer: PeerIdentity) => void;
-} {
-  const made: PeerIdentity[] = [];
-  const released: PeerIdentity[] = [];
-  return {
-    made,
-    released,
-    identify: () => {
-      const peer: PeerIdentity = {
-        pid: 20_000 + made.length,
-        pidfd: 200 + made.length,
-        source: 'test',
-      };
-      made.push(peer);
-      return peer;
-    },
-    release: (peer) => {
-      released.push(peer);
-    },
-  };
-}
-
 describe('unix socket transport: releasing identities when the transport cannot be created', () => {
   let directory: string;
   let socketPath: string;
   const cleanups: Array<() => unknown> = [];
 
   beforeEach(async () => {
-    directory = await mkdtemp(path.join(os.tmpdir(), 'bk-release-'));
+    directory = await makeTempDirectory('bk-release-');
     socketPath = path.join(directory, 'agent.sock');
     failures.remaining = 0;
   });
 
   afterEach(async () => {
     failures.remaining = 0;
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    await rm(directory, { recursive: true, force: true });
+    await runCleanups(cleanups);
+    await removeDirectory(directory);
   });
 
   it('the listener releases the identity of a connection it drops, once, and delivers the next', async () => {
-    const ids = countingIdentity();
+    const ids = countingIdentity(20_000, 200);
     const listener = await listenUnixSocket({
       path: socketPath,
       identify: ids.identify,
@@ -87,17 +66,14 @@ describe('unix socket transport: releasing identities when the transport cannot 
     listener.onConnection((transport) => seen.push(transport));
 
     failures.remaining = 1;
-    const dropped = net.connect(socketPath);
-    dropped.on('error', () => {});
-    dropped.resume();
-    await once(dropped, 'close');
+    const dropped = rawSocket(socketPath);
+    await rawClosed(dropped);
     expect(failures.remaining).toBe(0);
     expect(ids.made).toHaveLength(1);
     expect(ids.released).toEqual([ids.made[0]]);
     expect(ids.released[0]).toBe(ids.made[0]);
 
-    const kept = net.connect(socketPath);
-    kept.on('error', () => {});
+    const kept = rawSocket(socketPath);
     cleanups.push(() => kept.destroy());
     while (seen.length === 0) await sleep(2);
     expect(seen[0]!.peer).toBe(ids.made[1]);
@@ -110,7 +86,7 @@ describe('unix socket transport: releasing identities when the transport cannot 
     server.listen(socketPath);
     await once(server, 'listening');
     cleanups.push(() => new Promise((resolve) => server.close(resolve)));
-    const ids = countingIdentity();
+    const ids = countingIdentity(20_000, 200);
 
     failures.remaining = 1;
     await expect(

@@ -4,22 +4,18 @@ import {
   chown,
   link,
   lstat,
-  mkdtemp,
   readdir,
   readFile,
-  rm,
   symlink,
   unlink,
   writeFile,
 } from 'node:fs/promises';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { BridgekeeperError } from '../../src/errors.js';
 import { encodeFrame } from '../../src/transport/framing.js';
 import type {
-  CloseInfo,
   Message,
   PeerIdentity,
   Transport,
@@ -30,13 +26,25 @@ import {
   listenUnixSocket,
   unixSocketConnector,
 } from '../../src/transport/unix-socket.js';
+import {
+  closed,
+  countingIdentity,
+  makeTempDirectory,
+  PAD,
+  rawClosed,
+  rawConnect,
+  rejectionOf,
+  removeDirectory,
+  runCleanups,
+  runningAsRoot,
+  SMALL_LIMITS,
+  settled,
+  sleep,
+} from './helpers.js';
 
-const isRoot = process.getuid?.() === 0;
-if (!isRoot) {
-  console.info('unix-socket.test: not running as root, so the other-user socket test is skipped');
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const isRoot = runningAsRoot(
+  'unix-socket.test: not running as root, so the other-user socket test is skipped',
+);
 
 function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([
@@ -45,20 +53,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
       throw new Error(`${what} did not happen within ${ms} ms`);
     }),
   ]);
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
-}
-
-function closed(transport: Transport): Promise<CloseInfo> {
-  return new Promise((resolve) => transport.onClose(resolve));
 }
 
 function nextMessage(transport: Transport): Promise<Message> {
@@ -100,38 +94,6 @@ async function roundTrip(socketPath: string, message: Message): Promise<Message>
   }
 }
 
-/** A raw socket to `socketPath`, connected. */
-async function rawConnect(socketPath: string): Promise<net.Socket> {
-  const socket = net.connect(socketPath);
-  socket.on('error', () => {});
-  await once(socket, 'connect');
-  return socket;
-}
-
-/** Resolves when a raw socket has fully closed. */
-function rawClosed(socket: net.Socket): Promise<void> {
-  if (socket.closed) return Promise.resolve();
-  socket.resume();
-  return once(socket, 'close').then(() => {});
-}
-
-/** Waits until `read()` has returned the same value for `quietMs`, and returns that value. */
-async function settled(read: () => number, quietMs = 150, ms = 5000): Promise<number> {
-  const deadline = Date.now() + ms;
-  let value = read();
-  let since = Date.now();
-  while (Date.now() - since < quietMs) {
-    if (Date.now() > deadline) throw new Error(`the value kept changing for ${ms} ms`);
-    await sleep(10);
-    const now = read();
-    if (now !== value) {
-      value = now;
-      since = Date.now();
-    }
-  }
-  return value;
-}
-
 /** Sends 16 KiB messages until send() throws (or 100 of them went), and returns what it threw. */
 function sendUntilThrow(transport: Transport): BridgekeeperError | undefined {
   for (let attempt = 0; attempt < 100; attempt++) {
@@ -142,46 +104,6 @@ function sendUntilThrow(transport: Transport): BridgekeeperError | undefined {
     }
   }
   return undefined;
-}
-
-/** Small limits, so a peer that does not read hits them after a few hundred KiB. */
-const SMALL_LIMITS = {
-  maxFrameBytes: 64 * 1024,
-  highWaterBytes: 128 * 1024,
-  maxBufferedBytes: 512 * 1024,
-};
-const PAD = 'x'.repeat(16 * 1024);
-
-/**
- * An identify/release pair that hands out a distinct identity per call and records releases,
- * so a test can check that every identity made is released exactly once, or not at all.
- */
-function countingIdentity(): {
-  made: PeerIdentity[];
-  released: PeerIdentity[];
-  identify: () => PeerIdentity;
-  release: (peer: PeerIdentity) => void;
-  timesReleased: (peer: PeerIdentity) => number;
-} {
-  const made: PeerIdentity[] = [];
-  const released: PeerIdentity[] = [];
-  return {
-    made,
-    released,
-    identify: () => {
-      const peer: PeerIdentity = {
-        pid: 10_000 + made.length,
-        pidfd: 100 + made.length,
-        source: 'test',
-      };
-      made.push(peer);
-      return peer;
-    },
-    release: (peer) => {
-      released.push(peer);
-    },
-    timesReleased: (peer) => released.filter((each) => each === peer).length,
-  };
 }
 
 /** Starts `node -e script` and waits until it prints "ready". */
@@ -214,13 +136,13 @@ describe('unix socket transport', () => {
   const cleanups: Array<() => unknown> = [];
 
   beforeEach(async () => {
-    directory = await mkdtemp(path.join(os.tmpdir(), 'bk-unix-'));
+    directory = await makeTempDirectory('bk-unix-');
     socketPath = path.join(directory, 'agent.sock');
   });
 
   afterEach(async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-    await rm(directory, { recursive: true, force: true });
+    await runCleanups(cleanups);
+    await removeDirectory(directory);
   });
 
   const listen = async (
