@@ -1,6 +1,8 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { ERROR_CODES } from 'bridgekeeper';
 import { describe, expect, it } from 'vitest';
-import { staticImportClosure } from './support/import-graph.js';
+import { repoRoot as root, staticImportClosure } from './support/import-graph.js';
 
 describe('package root', () => {
   it.each(['src/index.ts', 'src/testing.ts'])(
@@ -52,4 +54,16 @@ describe('package root', () => {
       'ERR_SEND_BUFFER_FULL',
     ]);
   });
+});
+
+describe('README', () => {
+  it.each(['app.ts', 'cli.ts'])(
+    'shows examples/quick-start/%s as it is (so the typecheck covers the quick start)',
+    (file) => {
+      const readme = readFileSync(join(root, 'README.md'), 'utf8');
+      const source = readFileSync(join(root, 'examples/quick-start', file), 'utf8');
+      // The first line of the file says where it comes from; the rest is in the README.
+      expect(readme).toContain(source.split('\n').slice(1).join('\n').trimEnd());
+    },
+  );
 });
