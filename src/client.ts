@@ -33,7 +33,7 @@ import {
 import type { SessionScope } from './session/credentials.js';
 import { resolveEndpoint } from './transport/endpoint.js';
 import type { Disposable, Message, PeerIdentity, Transport } from './transport/transport.js';
-import { connectUnixSocket } from './transport/unix-socket.js';
+import { connectUnixSocket, socketFd } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
 
 const debug = createDebug('bridgekeeper:client');
@@ -146,17 +146,6 @@ export interface Client {
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 5 * 60_000;
 
-function socketFd(socket: Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw createError(
-      'ERR_SERVER_REJECTED',
-      'The connected socket exposes no file descriptor to check the app with.',
-    );
-  }
-  return fd;
-}
-
 /**
  * A CLI installed setgid (docs/setgid-cli.md) is only a boundary if same-user code cannot run
  * code inside it. Node answers SIGUSR1 — which the same user may send to a setgid process — by
@@ -238,7 +227,14 @@ export async function connect(options: ConnectOptions): Promise<Client> {
       platform = verifier;
       const uid = process.getuid?.();
       identify = (socket) => {
-        const peer = verifier.identifySocketPeer(socketFd(socket));
+        const fd = socketFd(socket);
+        if (fd === undefined) {
+          throw createError(
+            'ERR_SERVER_REJECTED',
+            'The connected socket exposes no file descriptor to check the app with.',
+          );
+        }
+        const peer = verifier.identifySocketPeer(fd);
         if (uid !== undefined && peer.uid !== uid) {
           verifier.releasePeer(peer);
           throw createError(

@@ -48,7 +48,7 @@ import type {
   Transport,
   TransportListener,
 } from './transport/transport.js';
-import { listenUnixSocket } from './transport/unix-socket.js';
+import { listenUnixSocket, socketFd } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
 
 const debug = createDebug('bridgekeeper:server');
@@ -239,14 +239,6 @@ function accountRef(value: AccountRef | string): AccountRef {
     );
   }
   return { id: account.id, displayName: account.displayName };
-}
-
-function socketFd(socket: Socket): number {
-  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw createError('ERR_PEER_UNKNOWN', 'The accepted socket exposes no file descriptor.');
-  }
-  return fd;
 }
 
 /**
@@ -440,7 +432,16 @@ class BridgekeeperServer implements Server {
       const listenOptions: Parameters<typeof listenUnixSocket>[0] = {
         path,
         maxFrameBytes: this.maxFrameBytes,
-        identify: (socket: Socket) => platform.identifySocketPeer(socketFd(socket)),
+        identify: (socket: Socket) => {
+          const fd = socketFd(socket);
+          if (fd === undefined) {
+            throw createError(
+              'ERR_PEER_UNKNOWN',
+              'The accepted socket exposes no file descriptor.',
+            );
+          }
+          return platform.identifySocketPeer(fd);
+        },
         release: (peer: PeerIdentity) => platform.releasePeer(peer),
         name: this.#options.app,
       };

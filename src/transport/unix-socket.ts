@@ -616,3 +616,15 @@ export function unixSocketConnector(
     },
   };
 }
+
+/**
+ * The OS file descriptor under a connected Node socket, for the kernel calls that identify the
+ * peer (`getsockopt(SO_PEERCRED)`). Node does not expose it publicly; `undefined` when this
+ * Node or this socket has none.
+ *
+ * @internal
+ */
+export function socketFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
