@@ -1,6 +1,5 @@
 import {
   AuthorizationError,
-  BridgekeeperError,
   type Client,
   connect,
   createServer,
@@ -16,6 +15,7 @@ import { FakeClock, MemoryListener, ScriptedPromptBackend } from 'bridgekeeper/t
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMemoryPair } from '../src/transport/memory.js';
 import type { Message, Transport } from '../src/transport/transport.js';
+import { rejectionOf as rejection } from './support/assertions.js';
 
 const uid = process.getuid?.() ?? 0;
 const gid = process.getgid?.() ?? 0;
@@ -106,16 +106,6 @@ async function harness(options: Partial<ServerOptions> = {}): Promise<Harness> {
       return client;
     },
   };
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('handshake', () => {

@@ -7,9 +7,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { expect } from 'vitest';
-import { BridgekeeperError } from '../../src/errors.js';
 import type { CloseInfo, PeerIdentity, Transport } from '../../src/transport/transport.js';
+
+export { rejectionOf } from '../support/assertions.js';
 
 /**
  * Whether the tests run as root. When not, logs `skipped` (which names the test file and the
@@ -39,17 +39,6 @@ export function removeDirectory(directory: string): Promise<void> {
 /** Runs and forgets the cleanups a test registered, last registered first. */
 export async function runCleanups(cleanups: Array<() => unknown>): Promise<void> {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-}
-
-/** The BridgekeeperError `promise` rejects with; fails the test if it resolves. */
-export async function rejectionOf(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
 }
 
 export function closed(transport: Transport): Promise<CloseInfo> {

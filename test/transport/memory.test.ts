@@ -1,26 +1,17 @@
 import { describe, expect, it } from 'vitest';
-import { BridgekeeperError } from '../../src/errors.js';
+import type { BridgekeeperError } from '../../src/errors.js';
 import {
   createMemoryPair,
   DEFAULT_MEMORY_PEER,
   MemoryListener,
 } from '../../src/transport/memory.js';
 import type { CloseInfo, Message, PeerIdentity, Transport } from '../../src/transport/transport.js';
+import { rejectionOf } from '../support/assertions.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function closed(transport: Transport): Promise<CloseInfo> {
   return new Promise((resolve) => transport.onClose(resolve));
-}
-
-async function rejectionOf(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
 }
 
 const clientPeer: PeerIdentity = { pid: 11, uid: 1000, startTime: '1', source: 'test' };

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BridgekeeperError, PeerError } from '../../../src/errors.js';
+import { PeerError } from '../../../src/errors.js';
 import { type LinuxBindings, loadLinuxBindings } from '../../../src/platform/linux/bindings.js';
 import {
   createLinuxCredentialProvider,
@@ -11,6 +11,7 @@ import { identifySocketPeer, releasePeer } from '../../../src/platform/linux/ide
 import type { ProcReader, ProcStat } from '../../../src/platform/linux/proc.js';
 import type { PeerIdentity } from '../../../src/transport/transport.js';
 import { socketFd } from '../../fixtures/linux/peer-server.js';
+import { rejectionOf as rejection } from '../../support/assertions.js';
 
 const BOOT = '11111111-2222-3333-4444-555555555555';
 const PTS1 = (136 << 8) | 1;
@@ -95,16 +96,6 @@ function terminal(proc: FakeProc, base: number, tty: number): FakeProc {
 
 async function derive(proc: FakeProc, peer: PeerIdentity) {
   return createLinuxCredentialProvider({ proc }).derive(peer);
-}
-
-async function rejection(promise: Promise<unknown>): Promise<BridgekeeperError> {
-  try {
-    await promise;
-  } catch (error) {
-    expect(error).toBeInstanceOf(BridgekeeperError);
-    return error as BridgekeeperError;
-  }
-  throw new Error('expected a rejection');
 }
 
 describe('terminal scope', () => {
