@@ -13,6 +13,10 @@ export default defineConfig({
     testTimeout: 20_000,
     hookTimeout: 30_000,
     pool: 'forks',
-    reporters: ['default', './test/support/skipped-reporter.ts'],
+    reporters: [
+      'default',
+      './test/support/skipped-reporter.ts',
+      './test/support/adversarial-reporter.ts',
+    ],
   },
 });
