@@ -6,7 +6,6 @@
  */
 
 import type { Socket } from 'node:net';
-import createDebug from 'debug';
 import {
   AuthorizationError,
   BridgekeeperError,
@@ -50,8 +49,10 @@ import type {
 } from './transport/transport.js';
 import { listenUnixSocket, socketFd } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
+import { LazyAbortController } from './util/lazy-abort.js';
+import { createLog } from './util/log.js';
 
-const debug = createDebug('bridgekeeper:server');
+const debug = createLog('bridgekeeper:server');
 
 const MEMORY_CREDENTIALS = perProcessCredentials();
 
@@ -571,7 +572,7 @@ type ConnectionState =
 class Connection {
   readonly #server: BridgekeeperServer;
   readonly #transport: Transport;
-  readonly #inFlight = new Map<RequestId, AbortController>();
+  readonly #inFlight = new Map<RequestId, LazyAbortController>();
   readonly #backlog: Message[] = [];
   #state: ConnectionState = 'admitting';
   #session: SessionCredential | undefined;
@@ -895,10 +896,10 @@ class Connection {
       );
       return;
     }
-    const controller = new AbortController();
-    this.#inFlight.set(id, controller);
+    const cancellation = new LazyAbortController();
+    this.#inFlight.set(id, cancellation);
     try {
-      const result = await this.#run(id, entry, message.params, controller.signal);
+      const result = await this.#run(id, entry, message.params, cancellation);
       this.#reply(id, result);
     } catch (error) {
       this.#reply(id, undefined, error);
@@ -912,7 +913,7 @@ class Connection {
     id: RequestId,
     entry: MethodEntry,
     raw: unknown,
-    signal: AbortSignal,
+    cancellation: LazyAbortController,
   ): Promise<unknown> {
     const info = this.#info!;
     let params: unknown = raw;
@@ -931,16 +932,23 @@ class Connection {
     let account: AccountRef | undefined;
     if (entry.options.account) {
       account = accountRef(await entry.options.account(params, info));
-      throwIfAborted(signal);
+      if (cancellation.aborted) throwIfAborted(cancellation.signal);
       // The process must still be the one that connected: before asking the person about it,
       // after they answered (it may have exec'd while the prompt was up), and before the
       // result leaves (it may have exec'd while the handler ran). BRIEF §4.4.
       await this.#verifyPeer();
       // With a live grant nothing waited in between, so the check above still holds.
-      if (await this.#authorize(id, account, signal)) await this.#verifyPeer();
+      if (await this.#authorize(id, account, cancellation)) await this.#verifyPeer();
     }
-    throwIfAborted(signal);
-    const result = await entry.handler(params, { ...info, requestId: id, account, signal });
+    if (cancellation.aborted) throwIfAborted(cancellation.signal);
+    const result = await entry.handler(params, {
+      ...info,
+      requestId: id,
+      account,
+      get signal() {
+        return cancellation.signal;
+      },
+    });
     if (account) await this.#verifyPeer();
     return result;
   }
@@ -974,7 +982,11 @@ class Connection {
   }
 
   /** Resolves true when it had to wait for the authorizer (a prompt, or another's prompt). */
-  async #authorize(id: RequestId, account: AccountRef, signal: AbortSignal): Promise<boolean> {
+  async #authorize(
+    id: RequestId,
+    account: AccountRef,
+    cancellation: LazyAbortController,
+  ): Promise<boolean> {
     const info = this.#info!;
     const peer = info.peer;
     const authorizer = this.#server.authorizer;
@@ -990,7 +1002,7 @@ class Connection {
     await authorizer.authorize(
       { session: info.session, account, claims: info.claims, ...(subject ? { subject } : {}) },
       {
-        signal,
+        signal: cancellation.signal,
         onPrompt: () =>
           this.#send(
             notification(METHODS.prompt, {
