@@ -10,4 +10,6 @@ export default defineConfig({
   platform: 'node',
   splitting: true,
   external: ['koffi'],
+  // import.meta.url in the CommonJS build (src/util/log.ts resolves `debug` from it).
+  shims: true,
 });

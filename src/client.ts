@@ -5,7 +5,6 @@
  */
 
 import type { Socket } from 'node:net';
-import createDebug from 'debug';
 import {
   abortError,
   BridgekeeperError,
@@ -35,8 +34,9 @@ import { resolveEndpoint } from './transport/endpoint.js';
 import type { Disposable, Message, PeerIdentity, Transport } from './transport/transport.js';
 import { connectUnixSocket, socketFd } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
+import { createLog } from './util/log.js';
 
-const debug = createDebug('bridgekeeper:client');
+const debug = createLog('bridgekeeper:client');
 
 /** Options for {@link connect}. */
 export interface ConnectOptions {

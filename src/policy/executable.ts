@@ -9,11 +9,11 @@ import { createHash } from 'node:crypto';
 import { readlinkSync, statSync } from 'node:fs';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import createDebug from 'debug';
 import { createError } from '../errors.js';
+import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
 
-const debug = createDebug('bridgekeeper:policy');
+const debug = createLog('bridgekeeper:policy');
 
 /** What the kernel appends to `/proc/<pid>/exe` once the file was removed or replaced on disk. */
 const DELETED = ' (deleted)';

@@ -7,11 +7,11 @@
  */
 
 import { readFile } from 'node:fs/promises';
-import createDebug from 'debug';
 import { createError } from '../errors.js';
+import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
 
-const debug = createDebug('bridgekeeper:policy');
+const debug = createLog('bridgekeeper:policy');
 
 /** One group of an `/etc/group` file, as glibc reads it. */
 export interface GroupEntry {

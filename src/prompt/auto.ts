@@ -6,8 +6,8 @@
  * @module
  */
 
-import createDebug from 'debug';
 import { createError } from '../errors.js';
+import { createLog } from '../util/log.js';
 import { polkitActionFilePath } from './polkit/action-file.js';
 import type { PolkitBinding } from './polkit/dbus-binding.js';
 import {
@@ -18,7 +18,7 @@ import {
 } from './polkit/polkit-backend.js';
 import type { PromptBackend } from './prompt-backend.js';
 
-const debug = createDebug('bridgekeeper:prompt');
+const debug = createLog('bridgekeeper:prompt');
 
 /** Options for {@link autoPromptBackend}: one entry per backend the app supports. */
 export interface AutoPromptBackendOptions {

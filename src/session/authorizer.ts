@@ -18,7 +18,6 @@
  * @module
  */
 
-import createDebug from 'debug';
 import { AuthorizationError, abortError, type BridgekeeperError, createError } from '../errors.js';
 import type {
   AccountRef,
@@ -29,13 +28,14 @@ import type {
 } from '../prompt/prompt-backend.js';
 import type { Disposable } from '../transport/transport.js';
 import { Emitter } from '../util/emitter.js';
+import { createLog } from '../util/log.js';
 import { type Clock, systemClock } from './clock.js';
 import type { SessionCredential, SessionScope } from './credentials.js';
 import { type ExpiryReason, type Grant, type GrantInfo, GrantStore } from './grant-store.js';
 
 export type { ExpiryReason, GrantInfo } from './grant-store.js';
 
-const log = createDebug('bridgekeeper:authorizer');
+const log = createLog('bridgekeeper:authorizer');
 
 /** Default idle timeout: 10 minutes without use ends a grant. */
 export const DEFAULT_IDLE_TIMEOUT_MS = 10 * 60_000;

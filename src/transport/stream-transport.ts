@@ -6,15 +6,15 @@
  */
 
 import type { Socket } from 'node:net';
-import createDebug from 'debug';
 import { BridgekeeperError, createError } from '../errors.js';
+import { createLog } from '../util/log.js';
 import { checkMaxFrameBytes, encodeFrame, FrameDecoder } from './framing.js';
 import type { CloseInfo, Disposable, Message, PeerIdentity, Transport } from './transport.js';
 import { TransportEvents } from './transport-events.js';
 
 export { reportListenerError } from './transport-events.js';
 
-const debug = createDebug('bridgekeeper:transport');
+const debug = createLog('bridgekeeper:transport');
 
 /** How long {@link Transport.close} waits for the other side by default, in milliseconds. */
 export const DEFAULT_CLOSE_TIMEOUT_MS = 2000;

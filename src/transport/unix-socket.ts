@@ -14,8 +14,8 @@ import { randomBytes } from 'node:crypto';
 import { chmod, link, lstat, stat, unlink } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import path from 'node:path';
-import createDebug from 'debug';
 import { abortError, createError, throwIfAborted } from '../errors.js';
+import { createLog } from '../util/log.js';
 import { checkSocketFile, checkSocketPathLength } from './endpoint.js';
 import {
   checkStreamTransportOptions,
@@ -32,7 +32,7 @@ import type {
 } from './transport.js';
 import { ConnectionEvents } from './transport-events.js';
 
-const debug = createDebug('bridgekeeper:transport');
+const debug = createLog('bridgekeeper:transport');
 
 /** How long probing an existing socket may take before it counts as alive. */
 const PROBE_TIMEOUT_MS = 1000;

@@ -14,10 +14,10 @@
  */
 
 import { endianness, constants as osConstants } from 'node:os';
-import createDebug from 'debug';
 import { PlatformError } from '../../errors.js';
+import { createLog } from '../../util/log.js';
 
-const debug = createDebug('bridgekeeper:linux');
+const debug = createLog('bridgekeeper:linux');
 
 /** What `SO_PEERCRED` reports for the process on the other end of a Unix socket. */
 export interface PeerCredentials {

@@ -36,7 +36,6 @@
  */
 
 import { createHash } from 'node:crypto';
-import createDebug from 'debug';
 import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
 import type {
   DeriveCredentialOptions,
@@ -45,12 +44,13 @@ import type {
   SessionScope,
 } from '../../session/credentials.js';
 import type { PeerIdentity } from '../../transport/transport.js';
+import { createLog } from '../../util/log.js';
 import type { LinuxBindings } from './bindings.js';
 import { peerAliveByPidfd } from './identity.js';
 import { hasExited, type ProcReader, type ProcStat, systemProc, ttyName } from './proc.js';
 import { describeProcess, type SessionPlacement } from './process-description.js';
 
-const debug = createDebug('bridgekeeper:linux');
+const debug = createLog('bridgekeeper:linux');
 
 /** Versioned, so a change of derivation can never make an old id match a new one. */
 const ID_DOMAIN = 'bridgekeeper/linux/session/v1';

@@ -11,13 +11,13 @@
  * @module
  */
 
-import createDebug from 'debug';
 import { BridgekeeperError, PeerError } from '../../errors.js';
 import type { PeerIdentity } from '../../transport/transport.js';
+import { createLog } from '../../util/log.js';
 import type { LinuxBindings } from './bindings.js';
 import { hasExited, readExecutableKeySync, readExecutableSync, readProcStatSync } from './proc.js';
 
-const debug = createDebug('bridgekeeper:linux');
+const debug = createLog('bridgekeeper:linux');
 
 /** What an identity holds that {@link PeerIdentity} has no field for. */
 interface PeerState {

@@ -15,12 +15,12 @@
  */
 
 import { basename } from 'node:path';
-import createDebug from 'debug';
 import type { ProcessDescription } from '../../prompt/prompt-backend.js';
 import type { SessionScope } from '../../session/credentials.js';
+import { createLog } from '../../util/log.js';
 import { hasExited, type ProcReader, type ProcStat, systemProc } from './proc.js';
 
-const debug = createDebug('bridgekeeper:linux');
+const debug = createLog('bridgekeeper:linux');
 
 /** Where a process's session is anchored, as the credential derivation found it. */
 export type SessionPlacement =

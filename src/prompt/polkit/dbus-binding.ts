@@ -21,9 +21,9 @@
 
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
-import createDebug from 'debug';
+import { createLog } from '../../util/log.js';
 
-const debug = createDebug('bridgekeeper:polkit');
+const debug = createLog('bridgekeeper:polkit');
 
 /** The default system bus address (`DBUS_SYSTEM_BUS_ADDRESS` overrides it, as in libdbus). */
 export const DEFAULT_SYSTEM_BUS_ADDRESS = 'unix:path=/run/dbus/system_bus_socket';

@@ -23,8 +23,8 @@
  */
 
 import { userInfo } from 'node:os';
-import createDebug from 'debug';
 import { BridgekeeperError, createError } from '../../errors.js';
+import { createLog } from '../../util/log.js';
 import type {
   ClientClaims,
   ProcessDescription,
@@ -45,7 +45,7 @@ import {
   type PolkitSubject,
 } from './dbus-binding.js';
 
-const debug = createDebug('bridgekeeper:polkit');
+const debug = createLog('bridgekeeper:polkit');
 
 /** Default bound for connecting to the system bus, and for `isAvailable()` / `diagnose()`. */
 export const DEFAULT_POLKIT_TIMEOUT_MS = 2_000;
