@@ -59,7 +59,10 @@ export class Grant {
   readonly sessionId: string;
   readonly scope: SessionScope;
   readonly account: AccountRef;
-  readonly process: ProcessDescription;
+  /** The process description, packed by {@link packProcess}; read it through `process`. */
+  readonly #host: string;
+  readonly #pid: number | undefined;
+  readonly #packed: string | ProcessDescription;
   readonly createdMono: number;
   readonly createdWall: number;
   lastMono: number;
@@ -75,7 +78,10 @@ export class Grant {
     this.sessionId = session.id;
     this.scope = session.scope;
     this.account = account;
-    this.process = session.process;
+    const packed = packProcess(session.process);
+    this.#host = session.process.host;
+    this.#pid = session.process.pid;
+    this.#packed = packed;
     this.createdMono = mono;
     this.createdWall = wall;
     this.lastMono = mono;
@@ -84,6 +90,58 @@ export class Grant {
     this.heapIndex = -1;
     this.next = undefined;
   }
+
+  /** The process that was authorized, as the prompt showed it (a new object on each read). */
+  get process(): ProcessDescription {
+    return typeof this.#packed === 'string'
+      ? unpackProcess(this.#host, this.#pid, this.#packed)
+      : this.#packed;
+  }
+}
+
+/*
+ * A grant keeps its process description packed: the host string (shared between sessions), the
+ * pid, and the rest as one NUL-joined string. A grant can outlive its connection for hours, and
+ * the object, its command-line array and their strings cost ~400 bytes a grant against ~100
+ * packed (bench/authorizer). A description that does not pack losslessly (a field holding a NUL,
+ * an empty command line, fields this module does not know) is kept as it is.
+ */
+const PACKABLE_KEYS = new Set(['host', 'program', 'pid', 'executable', 'commandLine']);
+const HAS_PROGRAM = 1;
+const HAS_EXECUTABLE = 2;
+const HAS_COMMAND_LINE = 4;
+
+function packProcess(description: ProcessDescription): string | ProcessDescription {
+  const { host, program, pid, executable, commandLine } = description;
+  const fields = [program, executable, ...(commandLine ?? [])];
+  if (
+    typeof host !== 'string' ||
+    (pid !== undefined && typeof pid !== 'number') ||
+    (commandLine !== undefined && (!Array.isArray(commandLine) || commandLine.length === 0)) ||
+    Object.keys(description).some((key) => !PACKABLE_KEYS.has(key)) ||
+    fields.some(
+      (field) => field !== undefined && (typeof field !== 'string' || field.includes('\0')),
+    )
+  ) {
+    return description;
+  }
+  const flags =
+    (program === undefined ? 0 : HAS_PROGRAM) |
+    (executable === undefined ? 0 : HAS_EXECUTABLE) |
+    (commandLine === undefined ? 0 : HAS_COMMAND_LINE);
+  return [String(flags), program ?? '', executable ?? '', ...(commandLine ?? [])].join('\0');
+}
+
+function unpackProcess(host: string, pid: number | undefined, packed: string): ProcessDescription {
+  const [flagText, program, executable, ...commandLine] = packed.split('\0');
+  const flags = Number(flagText);
+  return Object.freeze({
+    host,
+    ...(flags & HAS_PROGRAM ? { program } : {}),
+    ...(pid === undefined ? {} : { pid }),
+    ...(flags & HAS_EXECUTABLE ? { executable } : {}),
+    ...(flags & HAS_COMMAND_LINE ? { commandLine: Object.freeze(commandLine) } : {}),
+  }) as ProcessDescription;
 }
 
 /** @internal */

@@ -308,3 +308,28 @@ describe('GrantStore timer delays', () => {
     expect(fired()).toBeLessThanOrEqual(4);
   });
 });
+
+describe('Grant process descriptions', () => {
+  const grantFor = (process: SessionCredential['process']): Grant => {
+    const store = new GrantStore({
+      clock: new FakeClock(),
+      idleTimeoutMs: IDLE,
+      maxLifetimeMs: MAX,
+      onExpired: () => {},
+    });
+    return store.add({ id: 's', scope: 'process', process }, accounts[0]!);
+  };
+
+  it.each([
+    { host: 'GNOME Terminal' },
+    { host: 'kitty', program: 'node', pid: 42, executable: '/usr/bin/node' },
+    { host: 'SSH session', program: '', executable: '', commandLine: ['node', '', 'read', 'x y'] },
+    { host: 'tmux', pid: 7, commandLine: ['only'] },
+    // Kept as they are, not packed: a NUL, an empty command line, a field of a custom provider.
+    { host: 'tmux', program: 'a\0b', commandLine: ['x'] },
+    { host: 'tmux', commandLine: [] },
+    { host: 'tmux', program: 'node', window: 'Terminal 3' },
+  ])('reads back %j exactly as the session gave it', (process) => {
+    expect(grantFor(process as SessionCredential['process']).process).toEqual(process);
+  });
+});

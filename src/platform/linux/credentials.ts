@@ -96,13 +96,16 @@ function peerUnknown(message: string, cause?: unknown): PeerError {
 }
 
 function hashId(prefix: 'tty' | 'proc', fields: readonly (string | number)[]): string {
-  // toString of the first 16 bytes gives a flat 32-character string: a slice of the full hex
-  // digest would keep all 64 characters alive for as long as a grant holds the id.
+  // Written into one buffer and read back as one flat string: a slice of the hex digest, or
+  // `${prefix}:${hex}`, would be a V8 sliced or cons string keeping its parts alive (~100 bytes
+  // more) for as long as a grant holds the id.
   const digest = createHash('sha256')
     .update([ID_DOMAIN, prefix, ...fields.map(String)].join('\0'))
-    .digest()
-    .toString('hex', 0, 16);
-  return `${prefix}:${digest}`;
+    .digest();
+  const id = Buffer.allocUnsafe(prefix.length + 1 + 32);
+  id.write(`${prefix}:`, 0, 'latin1');
+  id.write(digest.toString('hex', 0, 16), prefix.length + 1, 'latin1');
+  return id.toString('latin1');
 }
 
 interface Subject {
