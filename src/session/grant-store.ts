@@ -20,10 +20,20 @@ import type { SessionCredential, SessionScope } from './credentials.js';
 export const MAX_TIMER_DELAY_MS = 2_147_483_647;
 
 /**
+ * How far the wall clock may fall behind the monotonic clock between two uses of a grant before
+ * that counts as a step back. `Date.now()` counts whole milliseconds and NTP slews the wall
+ * clock by up to 500 ppm (0.3 s over a 10-minute idle period); a real step back is larger.
+ *
+ * @internal
+ */
+export const WALL_CLOCK_SLACK_MS = 1_000;
+
+/**
  * Why a grant expired: `idle` — nothing used it for the idle timeout, by either clock;
  * `lifetime` — the hard limit since it was granted passed, by either clock; `clock` — the wall
- * clock went backwards since the last use (or the monotonic clock did, which only a broken clock
- * does), so the time since that use cannot be trusted.
+ * clock went backwards since the last use: it reads earlier than then, or it advanced more than
+ * {@link WALL_CLOCK_SLACK_MS} less than the monotonic clock (or the monotonic clock went back,
+ * which only a broken clock does), so the time since that use cannot be trusted.
  */
 export type ExpiryReason = 'idle' | 'lifetime' | 'clock';
 
@@ -314,8 +324,17 @@ export class GrantStore {
 
   #expiryReason(grant: Grant, mono: number, wall: number): ExpiryReason | undefined {
     // Time since the last use cannot be trusted when a clock went backwards: fail closed, as sudo
-    // does with time stamps from the future.
-    if (wall < grant.lastWall || mono < grant.lastMono) return 'clock';
+    // does with time stamps from the future. Backwards also means the wall clock advanced less
+    // than the monotonic one since the last use (only a step back does that; a suspend makes it
+    // advance more): 8 min asleep, 5 min awake and a 9 min step back leave the wall clock 4 min
+    // past the last use after 13 real minutes.
+    if (
+      wall < grant.lastWall ||
+      mono < grant.lastMono ||
+      wall - grant.lastWall < mono - grant.lastMono - WALL_CLOCK_SLACK_MS
+    ) {
+      return 'clock';
+    }
     if (mono - grant.createdMono >= this.#max || wall - grant.createdWall >= this.#max) {
       return 'lifetime';
     }

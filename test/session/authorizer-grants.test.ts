@@ -195,10 +195,11 @@ describe('Authorizer grants: hard limit', () => {
       maxLifetimeMs: 600_000,
     });
     await grant(session('s1'));
-    // Each step: 50 s of monotonic time, but the wall clock only gains 25 s (never backwards).
+    // Each step: 50 s of monotonic time, the wall clock 0.9 s less (slewed, within the slack that
+    // is not yet a step back); 9.9 s behind at the end.
     for (let elapsed = 50_000; elapsed < 600_000; elapsed += 50_000) {
       clock.advance(50_000);
-      clock.jumpWall(-25_000);
+      clock.jumpWall(-900);
       expect(authorizer.tryUse('s1', 'work')).toBe(true);
     }
     expect(authorizer.listGrants()[0]?.lifetimeRemainingMs).toBe(50_000);
@@ -253,7 +254,7 @@ describe('Authorizer grants: clocks', () => {
     const { clock, authorizer, grant, named } = setup();
     await grant(session('s1'));
     clock.advance(IDLE / 2);
-    clock.jumpWall(-IDLE / 2); // wall back to the grant's time: not backwards, zero elapsed
+    clock.jumpWall(-900); // the wall clock 0.9 s behind: within the slack, not a step back
     const [info] = authorizer.listGrants();
     expect(info?.idleRemainingMs).toBe(IDLE / 2);
     clock.advance(IDLE / 2 - 1);
@@ -261,6 +262,29 @@ describe('Authorizer grants: clocks', () => {
     clock.advance(1);
     expect(authorizer.tryUse('s1', 'work')).toBe(false);
     expect(named('expired').map((e) => e.reason)).toEqual(['idle']);
+  });
+
+  it('a wall clock set back since the last use expires the grant even when it still reads later', async () => {
+    const { clock, authorizer, grant, named } = setup();
+    await grant(session('s1'));
+    clock.jumpWall(8 * 60_000); // asleep 8 min (the monotonic clock does not count it)
+    clock.advance(5 * 60_000); // awake 5 min
+    clock.jumpWall(-9 * 60_000); // NTP steps the wall clock back 9 min
+    // 13 real minutes since the last use; the wall clock says 4, the monotonic one 5.
+    expect(authorizer.tryUse('s1', 'work')).toBe(false);
+    expect(named('expired').map((e) => e.reason)).toEqual(['clock']);
+  });
+
+  it('a wall clock that falls behind the monotonic one by 1 s or less is not a step back', async () => {
+    const { clock, authorizer, grant, named } = setup();
+    await grant(session('s1'));
+    clock.advance(60_000);
+    clock.jumpWall(-1_000);
+    expect(authorizer.tryUse('s1', 'work')).toBe(true);
+    clock.advance(60_000);
+    clock.jumpWall(-1_001);
+    expect(authorizer.tryUse('s1', 'work')).toBe(false);
+    expect(named('expired').map((e) => e.reason)).toEqual(['clock']);
   });
 
   it('wall says idle while monotonic says not: expired', async () => {
