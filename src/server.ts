@@ -276,6 +276,8 @@ class BridgekeeperServer implements Server {
   readonly #methods = new Map<string, MethodEntry>();
   readonly #events = new Emitter<ServerEvents>((error) => debug('event listener threw: %O', error));
   readonly #connections = new Set<Connection>();
+  /** Refused or failed connections whose notice is being flushed (each closes within 2 s). */
+  readonly #departing = new Set<Transport>();
   readonly #listeners: TransportListener[] = [];
   readonly #policies: readonly PeerPolicy[];
   #platform: Platform | undefined;
@@ -459,26 +461,28 @@ class BridgekeeperServer implements Server {
     return listener.address;
   }
 
+  get #maxConnections(): number {
+    return this.#options.maxConnections ?? 1024;
+  }
+
   accept(transport: Transport): void {
     if (this.#closing) {
-      sendClosing(transport, {
+      this.dismiss(transport, {
         reason: 'shutdown',
         code: 'ERR_APP_UNAVAILABLE',
         message: 'The app is shutting down.',
       });
-      void transport.close();
       if (transport.peer) this.#platform?.releasePeer(transport.peer);
       return;
     }
-    const limit = this.#options.maxConnections ?? 1024;
+    const limit = this.#maxConnections;
     if (this.#connections.size >= limit) {
       debug('refusing connection: %d connections open (limit %d)', this.#connections.size, limit);
-      sendClosing(transport, {
+      this.dismiss(transport, {
         reason: 'connection-limit',
         code: 'ERR_CONNECTION_LIMIT',
         message: `The app is serving its maximum of ${limit} connections. Close some clients and try again.`,
       });
-      void transport.close();
       if (transport.peer) this.#platform?.releasePeer(transport.peer);
       return;
     }
@@ -493,6 +497,29 @@ class BridgekeeperServer implements Server {
       this.#events.emit('error', { error, context: 'admitting a connection' });
       transport.destroy();
     });
+  }
+
+  /**
+   * Tells a connection why it is closed and closes it, no longer counting it as served: a refused
+   * peer or a broken client must not hold a slot of `maxConnections` while its notice flushes
+   * (up to 2 s), or a refused process could lock everyone else out. The transports departing are
+   * bounded too (file descriptors): past `maxConnections` of them, the oldest, which has had the
+   * longest to read its notice, is destroyed.
+   */
+  dismiss(transport: Transport, notice: ClosingNoticeParams, connection?: Connection): void {
+    if (connection) this.#connections.delete(connection);
+    if (transport.closed) return;
+    if (this.#departing.size >= this.#maxConnections) {
+      const oldest = this.#departing.values().next().value;
+      if (oldest) {
+        this.#departing.delete(oldest);
+        oldest.destroy();
+      }
+    }
+    sendClosing(transport, notice);
+    this.#departing.add(transport);
+    transport.onClose(() => this.#departing.delete(transport));
+    void transport.close();
   }
 
   lock(): void {
@@ -542,6 +569,7 @@ class BridgekeeperServer implements Server {
     this.#closing = true;
     for (const listener of this.#listeners) void listener.close();
     for (const connection of this.#connections) connection.destroy(error);
+    for (const transport of this.#departing) transport.destroy();
     this.authorizer.close();
     this.#closed ??= Promise.resolve();
   }
@@ -639,12 +667,15 @@ class Connection {
       // Nothing it sent was read before this verdict, and nothing of it is ever decoded; it is
       // told only that it was refused, not why. (Closing drains its bytes unread: a Unix socket
       // closed with unread data resets the peer, which could then lose this notice.)
-      sendClosing(this.#transport, {
-        reason: 'peer-rejected',
-        code: 'ERR_PEER_REJECTED',
-        message: 'The app refused this process. Its log says which policy refused it.',
-      });
-      void this.#transport.close();
+      this.#server.dismiss(
+        this.#transport,
+        {
+          reason: 'peer-rejected',
+          code: 'ERR_PEER_REJECTED',
+          message: 'The app refused this process. Its log says which policy refused it.',
+        },
+        this,
+      );
       return;
     }
     // Derive the session while the client's hello is on its way.
@@ -708,9 +739,8 @@ class Connection {
 
   #fail(reason: string, code: string, message: string): void {
     debug('closing connection (pid %s): %s', this.peer?.pid, message);
-    sendClosing(this.#transport, { reason, code, message });
     this.#state = 'closing';
-    void this.#transport.close();
+    this.#server.dismiss(this.#transport, { reason, code, message }, this);
   }
 
   #receive(message: Message): void {
