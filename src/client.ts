@@ -21,6 +21,7 @@ import {
   fromWireError,
   type HelloParams,
   type HelloResult,
+  isParams,
   METHODS,
   notification,
   PROTOCOL_VERSION,
@@ -411,6 +412,15 @@ class BridgekeeperClient implements Client {
       return Promise.reject(this.#closeError ?? createError('ERR_CLOSED', 'The client is closed.'));
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, what));
+    if (!isParams(params)) {
+      // Sent as is, it would be a protocol error that closes the connection for every request.
+      return Promise.reject(
+        createError(
+          'ERR_INVALID_ARGUMENT',
+          `${what} needs params that are an object or an array (JSON-RPC), not ${params === null ? 'null' : typeof params}; wrap the value, e.g. { value: ... }.`,
+        ),
+      );
+    }
     const id = this.#nextId++;
     return new Promise<unknown>((resolve, reject) => {
       let onAbort: (() => void) | undefined;

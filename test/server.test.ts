@@ -204,6 +204,19 @@ describe('handshake', () => {
 });
 
 describe('requests', () => {
+  it('refuses params that are not an object or an array locally, and the connection stays usable', async () => {
+    const { open } = await harness();
+    const client = await open();
+    const pending = client.request('echo', { still: 'served' });
+    for (const params of [1, 'text', true, null]) {
+      const error = await rejection(client.request('echo', params));
+      expect(error.code).toBe('ERR_INVALID_ARGUMENT');
+      expect(error.message).toMatch(/object or an array/);
+    }
+    expect(await pending).toEqual({ still: 'served' });
+    expect(await client.request('echo', [1, 2])).toEqual([1, 2]);
+  });
+
   it('runs methods without an account with no prompt', async () => {
     const prompt = new ManualPrompt();
     const { open } = await harness({ prompt });

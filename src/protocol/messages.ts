@@ -142,7 +142,8 @@ function isRequestId(value: unknown): value is RequestId {
   );
 }
 
-function isParams(value: unknown): boolean {
+/** JSON-RPC params: absent, an object or an array. @internal */
+export function isParams(value: unknown): boolean {
   return value === undefined || (typeof value === 'object' && value !== null);
 }
 
