@@ -601,6 +601,8 @@ class Connection {
   readonly #server: BridgekeeperServer;
   readonly #transport: Transport;
   readonly #inFlight = new Map<RequestId, LazyAbortController>();
+  /** The peer failed a re-check: the connection closes after the failing request's response. */
+  #peerChanged = false;
   readonly #backlog: Message[] = [];
   #state: ConnectionState = 'admitting';
   #session: SessionCredential | undefined;
@@ -936,6 +938,13 @@ class Connection {
     } finally {
       this.#inFlight.delete(id);
       if (this.#inFlight.size === 0) this.#drained?.();
+      if (this.#peerChanged) {
+        this.#fail(
+          'peer-changed',
+          'ERR_PEER_CHANGED',
+          'The peer process changed since it connected.',
+        );
+      }
     }
   }
 
@@ -992,13 +1001,10 @@ class Connection {
         throw createError('ERR_PEER_UNKNOWN', 'No platform module to re-check the peer with.');
       await platform.verifyPeer(peer);
     } catch (error) {
-      queueMicrotask(() =>
-        this.#fail(
-          'peer-changed',
-          'ERR_PEER_CHANGED',
-          'The peer process changed since it connected.',
-        ),
-      );
+      // Nothing more of this connection runs; it closes once this request's error response is
+      // out (#request), so the client learns which request was refused and why.
+      this.#peerChanged = true;
+      this.#state = 'closing';
       throw error instanceof BridgekeeperError
         ? error
         : createError(
