@@ -181,9 +181,34 @@ function unsafe(message: string): Error {
   return createError('ERR_UNSAFE_ENDPOINT', message);
 }
 
+/**
+ * What a person can do about a file-system error while publishing the endpoint, as a sentence
+ * to append to the message ('' when there is nothing specific to say).
+ *
+ * @internal
+ */
+export function fileSystemHint(code: string | undefined): string {
+  switch (code) {
+    case 'EROFS':
+      return ' Its file system is read-only: set XDG_RUNTIME_DIR (or the `path` option) to a writable directory of yours.';
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return ' Its file system is full (no space or no inodes left): free some, or set XDG_RUNTIME_DIR (or the `path` option) to a directory of yours on another one.';
+    case 'EACCES':
+    case 'EPERM':
+      return ' You may not create files in its directory.';
+    default:
+      return '';
+  }
+}
+
 function fsFailure(action: string, target: string, error: unknown): Error {
-  const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
-  return createError('ERR_PLATFORM', `Could not ${action} ${target} (${code}).`, { cause: error });
+  const code = (error as NodeJS.ErrnoException).code;
+  return createError(
+    'ERR_PLATFORM',
+    `Could not ${action} ${target} (${code ?? 'unknown error'}).${fileSystemHint(code)}`,
+    { cause: error },
+  );
 }
 
 function isInside(parent: string, child: string): boolean {

@@ -16,7 +16,7 @@ import net, { type Server, type Socket } from 'node:net';
 import path from 'node:path';
 import { abortError, createError, throwIfAborted } from '../errors.js';
 import { createLog } from '../util/log.js';
-import { checkSocketFile, checkSocketPathLength } from './endpoint.js';
+import { checkSocketFile, checkSocketPathLength, fileSystemHint } from './endpoint.js';
 import {
   checkStreamTransportOptions,
   createStreamTransport,
@@ -245,7 +245,7 @@ function listenOn(
       cleanup();
       const code = errnoCode(error);
       // libuv reports a missing directory as EACCES too; that case was ruled out before.
-      const hint = code === 'EACCES' ? ' You may not create files in its directory.' : '';
+      const hint = fileSystemHint(code);
       reject(
         createError(
           'ERR_PLATFORM',
