@@ -295,6 +295,15 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     await client.hello(signal);
   } catch (error) {
     client.destroy();
+    if (error instanceof BridgekeeperError && error.code === 'ERR_TIMEOUT') {
+      // Something accepted the connection but never answered: say where, and what to check.
+      throw createError(
+        'ERR_TIMEOUT',
+        `The process at ${where} accepted the connection but did not answer the handshake in ` +
+          `time (limit ${timeoutMs} ms). Check that the app there is responsive and is the app you meant.`,
+        { cause: error },
+      );
+    }
     throw error;
   }
   return client;

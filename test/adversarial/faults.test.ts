@@ -284,6 +284,8 @@ describe.skipIf(!isLinux)('the socket file is tampered with while the app runs (
             connect({ app: APP, path: socketPath, timeoutMs: 1_000 }),
           );
           expect(error.code).toBe('ERR_TIMEOUT');
+          expect(error.message).toContain(socketPath);
+          expect(error.message).toMatch(/did not answer the handshake in time .*responsive/);
           // Same user, so the client cannot tell it from the app: it said hello (and, giving
           // up, may have cancelled it), nothing more.
           const methods = methodsOf(received);
