@@ -76,6 +76,8 @@ export const ERROR_CODES = {
   // New codes go at the end of this list; test/package.test.ts pins the order.
   /** The other side stopped reading and too much data waited to be sent to it; the connection was closed. */
   ERR_SEND_BUFFER_FULL: 'TransportError',
+  /** The app's endpoint (its socket file) was removed or replaced while it ran: new clients cannot reach it. */
+  ERR_ENDPOINT_LOST: 'TransportError',
 } as const;
 
 /** A stable error code used by Bridgekeeper. */

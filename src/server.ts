@@ -160,7 +160,12 @@ export interface ServerEvents {
     session: SessionCredential | undefined;
     error?: Error;
   };
-  /** Something went wrong that is not any single client's fault (a handler crash, a listener error). */
+  /**
+   * Something went wrong that is not any single client's fault: a handler crash (`context`
+   * `'handler'`), a result that could not be sent, or the endpoint lost while running
+   * (`'endpoint'`, code `ERR_ENDPOINT_LOST`: the socket file was removed or replaced; restart
+   * listening to publish a new one).
+   */
   error: { error: unknown; context: string };
 }
 
@@ -456,6 +461,7 @@ class BridgekeeperServer implements Server {
       throw createError('ERR_CLOSED', 'The server was closed while it started listening.');
     }
     this.#listeners.push(listener);
+    listener.onError?.((error) => this.#events.emit('error', { error, context: 'endpoint' }));
     listener.onConnection((transport) => this.accept(transport));
     debug('listening at %s', listener.address);
     return listener.address;

@@ -52,6 +52,7 @@ describe('package root', () => {
       'ERR_UNSUPPORTED_PLATFORM',
       'ERR_PLATFORM',
       'ERR_SEND_BUFFER_FULL',
+      'ERR_ENDPOINT_LOST',
     ]);
   });
 });

@@ -104,6 +104,12 @@ export interface TransportListener {
   readonly address: string;
   /** Subscribes to new connections. */
   onConnection(listener: (transport: Transport) => void): Disposable;
+  /**
+   * Subscribes to problems of the listener itself, after it started: its endpoint was removed or
+   * replaced (`ERR_ENDPOINT_LOST`), so new clients cannot reach it. Optional: a listener that
+   * cannot lose its endpoint (the in-memory one) need not offer it.
+   */
+  onError?(listener: (error: Error) => void): Disposable;
   /** Stops accepting and releases the endpoint; open connections are left to their owner. Idempotent. */
   close(): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;

@@ -11,6 +11,7 @@
  */
 
 import { randomBytes } from 'node:crypto';
+import { type FSWatcher, watch } from 'node:fs';
 import { chmod, link, lstat, stat, unlink } from 'node:fs/promises';
 import net, { type Server, type Socket } from 'node:net';
 import path from 'node:path';
@@ -22,13 +23,14 @@ import {
   createStreamTransport,
   type StreamTransportOptions,
 } from './stream-transport.js';
-import type {
-  ConnectTransportOptions,
-  Disposable,
-  PeerIdentity,
-  Transport,
-  TransportConnector,
-  TransportListener,
+import {
+  type ConnectTransportOptions,
+  type Disposable,
+  type PeerIdentity,
+  type Transport,
+  type TransportConnector,
+  type TransportListener,
+  toDisposable,
 } from './transport.js';
 import { ConnectionEvents } from './transport-events.js';
 
@@ -135,7 +137,10 @@ class UnixSocketListener implements TransportListener {
   readonly #release: ((peer: PeerIdentity) => void) | undefined;
   readonly #transportOptions: StreamTransportOptions;
   readonly #connections = new ConnectionEvents(() => !this.#closing);
+  readonly #errors = new Set<(error: Error) => void>();
   #published: FileIdentity | undefined;
+  #watcher: FSWatcher | undefined;
+  #lost = false;
   #closing: Promise<void> | undefined;
 
   constructor(server: Server, address: string, options: ListenUnixSocketOptions) {
@@ -153,10 +158,65 @@ class UnixSocketListener implements TransportListener {
   /** @internal */
   setPublished(identity: FileIdentity): void {
     this.#published = identity;
+    this.#watchEndpoint();
   }
 
   onConnection(listener: (transport: Transport) => void): Disposable {
     return this.#connections.onConnection(listener);
+  }
+
+  onError(listener: (error: Error) => void): Disposable {
+    this.#errors.add(listener);
+    return toDisposable(() => this.#errors.delete(listener));
+  }
+
+  /**
+   * Watches the socket's directory so that the app learns when its socket file is removed (a
+   * temp cleaner, a person) or replaced: it keeps serving the connections it has, but new clients
+   * would be told nothing listens, or reach whatever took the path. Reported once.
+   */
+  #watchEndpoint(): void {
+    try {
+      this.#watcher = watch(path.dirname(this.address), { persistent: false }, () => {
+        void this.#checkEndpoint();
+      });
+      this.#watcher.on('error', (error) => {
+        debug('watching %s stopped: %s', this.address, errnoCode(error) ?? error.message);
+        this.#watcher?.close();
+      });
+    } catch (error) {
+      // Not every file system can be watched; the endpoint then goes unwatched, as before.
+      debug('cannot watch %s: %s', this.address, errnoCode(error) ?? String(error));
+    }
+  }
+
+  async #checkEndpoint(): Promise<void> {
+    const published = this.#published;
+    if (this.#closing || this.#lost || published === undefined) return;
+    let what: string | undefined;
+    try {
+      const stats = await lstat(this.address);
+      if (stats.dev !== published.dev || stats.ino !== published.ino) what = 'replaced';
+    } catch (error) {
+      what = errnoCode(error) === 'ENOENT' ? 'removed' : undefined;
+    }
+    if (what === undefined || this.#closing || this.#lost) return;
+    this.#lost = true;
+    this.#watcher?.close();
+    const error = createError(
+      'ERR_ENDPOINT_LOST',
+      `The app's socket ${this.address} was ${what} while the app ran: clients already connected ` +
+        'are still served, but new ones cannot reach the app. Close the server and listen again ' +
+        '(restart the app) to publish a new socket.',
+    );
+    debug('%s', error.message);
+    for (const listener of [...this.#errors]) {
+      try {
+        listener(error);
+      } catch (listenerError) {
+        debug('endpoint error listener threw: %O', listenerError);
+      }
+    }
   }
 
   close(): Promise<void> {
@@ -172,6 +232,7 @@ class UnixSocketListener implements TransportListener {
     // Stops accepting at once; the callback would wait for every open connection, which
     // belong to their owners now, so it is not awaited.
     this.#server.close();
+    this.#watcher?.close();
     const published = this.#published;
     if (published !== undefined) {
       try {

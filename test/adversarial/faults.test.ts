@@ -224,8 +224,9 @@ function methodsOf(received: Buffer[]): unknown[] {
 describe.skipIf(!isLinux)('the socket file is tampered with while the app runs (Linux)', () => {
   /**
    * Starts the app with one client connected, tampers with the socket path, then checks what
-   * must always hold: the connected client is still served, the app reported no error, and its
-   * close() leaves whatever now sits at the path exactly as it was.
+   * must always hold: the connected client is still served, the app reported the lost endpoint
+   * once (an `error` event, ERR_ENDPOINT_LOST, naming the path), and its close() leaves whatever
+   * now sits at the path exactly as it was.
    */
   async function tamper(
     attack: () => Promise<void> | void,
@@ -239,10 +240,19 @@ describe.skipIf(!isLinux)('the socket file is tampered with while the app runs (
     expect(await existing.request('echo', ['after'])).toEqual(['after']);
     expect(server.connectionCount).toBeGreaterThanOrEqual(1);
     const before = await fingerprint(socketPath);
+    await vi.waitFor(() => expect(errors).toHaveLength(1), { timeout: 5_000 });
+    const [lost] = errors as Array<{ error: BridgekeeperError; context: string }>;
+    expect(lost?.context).toBe('endpoint');
+    expect(lost?.error.code).toBe('ERR_ENDPOINT_LOST');
+    expect(lost?.error.message).toMatch(
+      new RegExp(
+        `socket ${socketPath.replaceAll(/[.*+?^${}()|[\]\\]/g, '\\$&')} was (removed|replaced)`,
+      ),
+    );
     await existing.close();
     await server.close();
     expect(await fingerprint(socketPath)).toBe(before);
-    expect(errors).toEqual([]);
+    expect(errors).toHaveLength(1);
   }
 
   it('deleted: connected clients keep working; new clients get ERR_APP_UNAVAILABLE', async () => {
