@@ -33,6 +33,7 @@ import { Authorizer, type AuthorizerEvents, BridgekeeperError, type GrantInfo } 
 import { FakeClock, ScriptedPromptBackend } from 'bridgekeeper/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { EVENT_NAMES, type Recorded } from '../session/harness.js';
 import { countCases } from './support/cases.js';
 import {
   ACCOUNTS,
@@ -324,19 +325,6 @@ class UseLedger {
 
 // ---------------------------------------------------------------------------------------------
 // Running a sequence against the authorizer and the model
-
-type Recorded = { [E in keyof AuthorizerEvents]: [E, AuthorizerEvents[E]] }[keyof AuthorizerEvents];
-
-const EVENT_NAMES = [
-  'granted',
-  'denied',
-  'used',
-  'expired',
-  'revoked',
-  'locked',
-  'unlocked',
-  'prompt',
-] as const;
 
 const DENIAL_CODES = {
   denied: 'ERR_AUTHORIZATION_DENIED',

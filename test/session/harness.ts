@@ -16,7 +16,7 @@ export type Recorded = {
 }[keyof AuthorizerEvents];
 
 /** Every event the Authorizer emits, in the order the harness subscribes to them. */
-const EVENT_NAMES = [
+export const EVENT_NAMES = [
   'granted',
   'denied',
   'used',
