@@ -148,6 +148,28 @@ export interface Client {
 const DEFAULT_REQUEST_TIMEOUT_MS = 5 * 60_000;
 
 /**
+ * Whether `params` goes on the wire as JSON-RPC params (absent, an object or an array) — judged
+ * by what `JSON.stringify` will write: a Date (its `toJSON` gives a string) or a boxed number does
+ * not, though `typeof` says object.
+ */
+function isJsonParams(params: unknown): boolean {
+  if (!isParams(params)) return false;
+  if (params === undefined || Array.isArray(params)) return true;
+  if (
+    params instanceof Number ||
+    params instanceof String ||
+    params instanceof Boolean ||
+    params instanceof BigInt
+  ) {
+    return false;
+  }
+  const toJSON = (params as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON !== 'function') return true;
+  const json: unknown = toJSON.call(params, '');
+  return json !== undefined && isParams(json);
+}
+
+/**
  * A CLI installed setgid (docs/setgid-cli.md) is only a boundary if same-user code cannot run
  * code inside it. Node answers SIGUSR1 — which the same user may send to a setgid process — by
  * opening its inspector, and the inspector runs any code with the group's gid. So a setgid
@@ -191,7 +213,8 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     throw createError('ERR_INVALID_ARGUMENT', 'connect needs the `app` name.');
   }
   const timeoutMs = options.timeoutMs ?? 5_000;
-  const signals = [AbortSignal.timeout(timeoutMs)];
+  const ownTimeout = AbortSignal.timeout(timeoutMs);
+  const signals = [ownTimeout];
   if (options.signal) signals.push(options.signal);
   const signal = AbortSignal.any(signals);
   throwIfAborted(signal, 'Connecting to the app');
@@ -291,12 +314,21 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     }
   }
   const client = new BridgekeeperClient(transport, options, releaseServerPeer);
+  const helloSent = !signal.aborted;
   try {
     await client.hello(signal);
   } catch (error) {
     client.destroy();
-    if (error instanceof BridgekeeperError && error.code === 'ERR_TIMEOUT') {
-      // Something accepted the connection but never answered: say where, and what to check.
+    if (
+      helloSent &&
+      ownTimeout.aborted &&
+      error instanceof BridgekeeperError &&
+      error.code === 'ERR_TIMEOUT' &&
+      error.cause === ownTimeout.reason
+    ) {
+      // connect()'s own limit ran out while the hello was unanswered: something accepted the
+      // connection but never answered. Say where, and what to check. (The app closing the
+      // handshake, or the caller's own signal, keep their own message.)
       throw createError(
         'ERR_TIMEOUT',
         `The process at ${where} accepted the connection but did not answer the handshake in ` +
@@ -421,7 +453,7 @@ class BridgekeeperClient implements Client {
       return Promise.reject(this.#closeError ?? createError('ERR_CLOSED', 'The client is closed.'));
     }
     if (signal?.aborted) return Promise.reject(abortError(signal, what));
-    if (!isParams(params)) {
+    if (!isJsonParams(params)) {
       // Sent as is, it would be a protocol error that closes the connection for every request.
       return Promise.reject(
         createError(
