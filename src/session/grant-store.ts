@@ -20,19 +20,24 @@ import type { SessionCredential, SessionScope } from './credentials.js';
 export const MAX_TIMER_DELAY_MS = 2_147_483_647;
 
 /**
- * How far the wall clock may fall behind the monotonic clock between two uses of a grant before
- * that counts as a step back. `Date.now()` counts whole milliseconds and NTP slews the wall
- * clock by up to 500 ppm (0.3 s over a 10-minute idle period); a real step back is larger.
+ * How far the wall clock may fall behind the monotonic clock, `monoElapsedMs` after a grant's
+ * last use, before that counts as a step back: 1 s (`Date.now()` counts whole milliseconds) plus
+ * a tenth of the time elapsed, because time daemons slew the wall clock instead of stepping it —
+ * ntpd and systemd-timesyncd by up to 500 ppm, chrony by up to 83,333 ppm (8.3 %) by default. A
+ * real step back (a person, an NTP step) is larger; a smaller one shortens nothing by more than
+ * a tenth.
  *
  * @internal
  */
-export const WALL_CLOCK_SLACK_MS = 1_000;
+export function wallClockSlackMs(monoElapsedMs: number): number {
+  return 1_000 + monoElapsedMs / 10;
+}
 
 /**
  * Why a grant expired: `idle` — nothing used it for the idle timeout, by either clock;
  * `lifetime` — the hard limit since it was granted passed, by either clock; `clock` — the wall
  * clock went backwards since the last use: it reads earlier than then, or it advanced more than
- * {@link WALL_CLOCK_SLACK_MS} less than the monotonic clock (or the monotonic clock went back,
+ * {@link wallClockSlackMs} less than the monotonic clock (or the monotonic clock went back,
  * which only a broken clock does), so the time since that use cannot be trusted.
  */
 export type ExpiryReason = 'idle' | 'lifetime' | 'clock';
@@ -328,10 +333,11 @@ export class GrantStore {
     // than the monotonic one since the last use (only a step back does that; a suspend makes it
     // advance more): 8 min asleep, 5 min awake and a 9 min step back leave the wall clock 4 min
     // past the last use after 13 real minutes.
+    const monoElapsed = mono - grant.lastMono;
     if (
       wall < grant.lastWall ||
-      mono < grant.lastMono ||
-      wall - grant.lastWall < mono - grant.lastMono - WALL_CLOCK_SLACK_MS
+      monoElapsed < 0 ||
+      wall - grant.lastWall < monoElapsed - wallClockSlackMs(monoElapsed)
     ) {
       return 'clock';
     }

@@ -16,7 +16,7 @@
  *   from the model): no grant is ever usable after lock() (nor created by approving a prompt that
  *   was on screen when lock() was called), after its idle timeout, after its hard limit (each by
  *   either clock; at exactly the limit it is gone), once the wall clock went back since its last
- *   use (reads earlier, or fell more than WALL_STEP_BACK_SLACK_MS behind the monotonic clock; the
+ *   use (reads earlier, or fell more than wallStepBackSlackMs behind the monotonic clock; the
  *   model says what no on-demand check can see), or after it was revoked or reported expired.
  * - The authorizer agrees with the model: tryUse's answer, authorize's outcome (granted, refused
  *   with which code, cool-down's retryAfterMs, whether a prompt went up and whether it unlocks),
@@ -29,7 +29,7 @@
  * (default 5000 there): this file runs 0.4 × n sequences, 2,000 by default; cases = sequences.
  */
 
-import { Authorizer, type AuthorizerEvents, BridgekeeperError, type GrantInfo } from 'bridgekeeper';
+import { Authorizer, BridgekeeperError, type GrantInfo } from 'bridgekeeper';
 import { FakeClock, ScriptedPromptBackend } from 'bridgekeeper/testing';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -48,7 +48,7 @@ import {
   SESSIONS,
   type SessionName,
   TimeModel,
-  WALL_STEP_BACK_SLACK_MS,
+  wallStepBackSlackMs,
 } from './support/time-model.js';
 
 const SEED = Number(process.env.BK_FUZZ_SEED ?? 20_250_611);
@@ -299,7 +299,7 @@ class UseLedger {
     if (wall - entry.createdWall >= MAX_MS) {
       broken(`after its hard limit: ${wall - entry.createdWall} ms wall since granted`);
     }
-    if (wallIdle < 0 || wallIdle < monoIdle - WALL_STEP_BACK_SLACK_MS) {
+    if (wallIdle < 0 || wallIdle < monoIdle - wallStepBackSlackMs(monoIdle)) {
       broken(
         `after the wall clock went back since its last use (wall ${wallIdle} ms, monotonic ${monoIdle} ms since)`,
       );

@@ -7,7 +7,7 @@
  * - A grant for (session, account) is valid at a moment (mono, wall) iff the app is unlocked,
  *   mono and wall are each less than the idle timeout past its last use, each less than the
  *   hard limit past its creation, and since its last use the wall clock has neither gone back
- *   nor fallen more than {@link WALL_STEP_BACK_SLACK_MS} behind the monotonic clock. "Less
+ *   nor fallen more than {@link wallStepBackSlackMs} behind the monotonic clock. "Less
  *   than": at exactly 10 min idle (or exactly 12 h) the grant is gone.
  * - A use (tryUse, or authorize on a live grant) refreshes the last use on both clocks; the
  *   creation time never moves.
@@ -45,15 +45,18 @@ export function keyOf(session: string, account: string): string {
 }
 
 /**
- * How far the wall clock may fall behind the monotonic clock since a grant's last use before that
- * counts as a step back (BRIEF: "treat a wall clock that moved backwards as expiry"). A suspend
- * only makes the wall clock advance more than the monotonic one; a step back makes it advance
- * less, even when it still reads later than at the last use. 1 s allows for whole-millisecond
- * wall readings and NTP slewing (GrantStore's WALL_CLOCK_SLACK_MS). No reading can see a step
- * back that a later forward jump (a suspend) hid before the authorizer next looked at the grant:
- * it reads the clocks only when called, and the expiry timer follows the monotonic clock.
+ * How far the wall clock may fall behind the monotonic clock, `monoSinceUseMs` after a grant's
+ * last use, before that counts as a step back (BRIEF: "treat a wall clock that moved backwards as
+ * expiry"). A suspend only makes the wall clock advance more than the monotonic one; a step back
+ * makes it advance less, even when it still reads later than at the last use. 1 s allows for
+ * whole-millisecond wall readings, a tenth of the elapsed time for time daemons slewing the clock
+ * (chrony: up to 8.3 %). No reading can see a step back that a later forward jump (a suspend) hid
+ * before the authorizer next looked at the grant: it reads the clocks only when called, and the
+ * expiry timer follows the monotonic clock.
  */
-export const WALL_STEP_BACK_SLACK_MS = 1_000;
+export function wallStepBackSlackMs(monoSinceUseMs: number): number {
+  return 1_000 + monoSinceUseMs / 10;
+}
 
 /** The times the model keeps for one grant. */
 export interface GrantTimes {
@@ -79,7 +82,7 @@ export function expiryReasons(grant: GrantTimes, mono: number, wall: number): Ex
   if (
     wallSinceUse < 0 ||
     monoSinceUse < 0 ||
-    wallSinceUse < monoSinceUse - WALL_STEP_BACK_SLACK_MS
+    wallSinceUse < monoSinceUse - wallStepBackSlackMs(monoSinceUse)
   ) {
     reasons.push('clock');
   }
