@@ -461,7 +461,11 @@ class BridgekeeperServer implements Server {
       throw createError('ERR_CLOSED', 'The server was closed while it started listening.');
     }
     this.#listeners.push(listener);
-    listener.onError?.((error) => this.#events.emit('error', { error, context: 'endpoint' }));
+    listener.onError?.((error) => {
+      // An app that does not listen for errors would otherwise go unreachable in silence.
+      if (!this.#events.has('error')) process.emitWarning(error.message, 'BridgekeeperWarning');
+      this.#events.emit('error', { error, context: 'endpoint' });
+    });
     listener.onConnection((transport) => this.accept(transport));
     debug('listening at %s', listener.address);
     return listener.address;

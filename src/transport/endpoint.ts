@@ -187,7 +187,7 @@ function unsafe(message: string): Error {
  *
  * @internal
  */
-export function fileSystemHint(code: string | undefined): string {
+export function fileSystemHint(code: string | undefined, writing = true): string {
   switch (code) {
     case 'EROFS':
       return ' Its file system is read-only: set XDG_RUNTIME_DIR (or the `path` option) to a writable directory of yours.';
@@ -196,7 +196,9 @@ export function fileSystemHint(code: string | undefined): string {
       return ' Its file system is full (no space or no inodes left): free some, or set XDG_RUNTIME_DIR (or the `path` option) to a directory of yours on another one.';
     case 'EACCES':
     case 'EPERM':
-      return ' You may not create files in its directory.';
+      return writing
+        ? ' You may not create files in its directory.'
+        : ' You may not look into a directory on its path: check the owner and mode of each, or set XDG_RUNTIME_DIR (or the `path` option) to a directory of yours.';
     default:
       return '';
   }
@@ -204,10 +206,16 @@ export function fileSystemHint(code: string | undefined): string {
 
 function fsFailure(action: string, target: string, error: unknown): Error {
   const code = (error as NodeJS.ErrnoException).code;
+  const hint =
+    action === 'restrict the mode of' && (code === 'EPERM' || code === 'EACCES')
+      ? ' Only its owner may change its mode.'
+      : fileSystemHint(code, action === 'create');
   return createError(
     'ERR_PLATFORM',
-    `Could not ${action} ${target} (${code ?? 'unknown error'}).${fileSystemHint(code)}`,
-    { cause: error },
+    `Could not ${action} ${target} (${code ?? 'unknown error'}).${hint}`,
+    {
+      cause: error,
+    },
   );
 }
 

@@ -141,6 +141,8 @@ class UnixSocketListener implements TransportListener {
   #published: FileIdentity | undefined;
   #watcher: FSWatcher | undefined;
   #lost = false;
+  #checking = false;
+  #checkAgain = false;
   #closing: Promise<void> | undefined;
 
   constructor(server: Server, address: string, options: ListenUnixSocketOptions) {
@@ -173,7 +175,9 @@ class UnixSocketListener implements TransportListener {
   /**
    * Watches the socket's directory so that the app learns when its socket file is removed (a
    * temp cleaner, a person) or replaced: it keeps serving the connections it has, but new clients
-   * would be told nothing listens, or reach whatever took the path. Reported once.
+   * would be told nothing listens, or reach whatever took the path. Reported once. Only the
+   * socket's own directory is watched: a directory further up renamed or replaced goes unseen
+   * until an event in the socket's directory (the runtime directory is the user's own).
    */
   #watchEndpoint(): void {
     try {
@@ -191,6 +195,23 @@ class UnixSocketListener implements TransportListener {
   }
 
   async #checkEndpoint(): Promise<void> {
+    // One check at a time; events that arrive meanwhile ask for one more after it.
+    if (this.#checking) {
+      this.#checkAgain = true;
+      return;
+    }
+    this.#checking = true;
+    try {
+      do {
+        this.#checkAgain = false;
+        await this.#checkEndpointOnce();
+      } while (this.#checkAgain && !this.#lost && !this.#closing);
+    } finally {
+      this.#checking = false;
+    }
+  }
+
+  async #checkEndpointOnce(): Promise<void> {
     const published = this.#published;
     if (this.#closing || this.#lost || published === undefined) return;
     let what: string | undefined;
@@ -198,7 +219,10 @@ class UnixSocketListener implements TransportListener {
       const stats = await lstat(this.address);
       if (stats.dev !== published.dev || stats.ino !== published.ino) what = 'replaced';
     } catch (error) {
-      what = errnoCode(error) === 'ENOENT' ? 'removed' : undefined;
+      // ENOENT: removed; anything else (a directory on the path replaced by a file, its mode
+      // changed): clients cannot reach it either.
+      const code = errnoCode(error);
+      what = code === 'ENOENT' ? 'removed' : `made unreachable (${code ?? 'unknown error'})`;
     }
     if (what === undefined || this.#closing || this.#lost) return;
     this.#lost = true;
