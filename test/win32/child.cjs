@@ -1,0 +1,50 @@
+'use strict';
+// A second process for the Windows suite.
+//   node child.cjs pipe-client NAME   connects to pipe NAME with the bindings, sends
+//                                     {"pid", "serverPid"} as one line, prints the echo, exits
+//   node child.cjs sleep              prints "ready", then idles until killed
+const net = require('node:net');
+const { loadBindings } = require('./support.cjs');
+
+async function pipeClient(name) {
+  const win32 = await loadBindings();
+  let handle;
+  for (const started = Date.now(); ; ) {
+    try {
+      handle = win32.openPipe(name);
+      break;
+    } catch (error) {
+      // The server may not have created the next instance yet.
+      if (![2, 231].includes(error.winerror) || Date.now() - started > 10_000) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  }
+  const serverPid = win32.pipeServerProcessId(handle);
+  const socket = new net.Socket({ fd: win32.handleToFd(handle), readable: true, writable: true });
+  socket.setEncoding('utf8');
+  let received = '';
+  socket.on('data', (chunk) => {
+    received += chunk;
+    if (received.includes('\n')) socket.end();
+  });
+  socket.write(`${JSON.stringify({ pid: process.pid, serverPid })}\n`);
+  await new Promise((resolve, reject) => {
+    socket.on('close', resolve);
+    socket.on('error', reject);
+  });
+  process.stdout.write(`${received.trim()}\n`);
+}
+
+const [mode, name] = process.argv.slice(2);
+if (mode === 'pipe-client') {
+  pipeClient(name).catch((error) => {
+    process.stderr.write(`${error.stack}\n`);
+    process.exitCode = 1;
+  });
+} else if (mode === 'sleep') {
+  process.stdout.write('ready\n');
+  setInterval(() => {}, 60_000);
+} else {
+  process.stderr.write(`unknown mode ${mode}\n`);
+  process.exitCode = 64;
+}
