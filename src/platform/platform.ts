@@ -49,6 +49,10 @@ export function loadPlatform(): Promise<Platform> {
         const linux = await import('./linux/index.js');
         return linux.createLinuxPlatform();
       }
+      case 'win32': {
+        const win32 = await import('./win32/index.js');
+        return win32.createWin32Platform();
+      }
       default:
         throw createError(
           'ERR_UNSUPPORTED_PLATFORM',
