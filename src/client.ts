@@ -241,6 +241,40 @@ export async function connect(options: ConnectOptions): Promise<Client> {
         );
       }
     }
+  } else if (
+    !options.path &&
+    (options.platform ?? (process.platform === 'win32' ? await loadPlatform() : undefined))
+      ?.defaultEndpoint
+  ) {
+    // The OS's own endpoint (Windows: a named pipe): the server is identified through the OS
+    // before anything is sent, and must run as this user.
+    const platform = (options.platform ?? (await loadPlatform())) as Platform;
+    const endpoint = platform.defaultEndpoint!;
+    where = endpoint.address(options.app);
+    transport = await endpoint.connect(options.app, {
+      signal,
+      ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
+    });
+    const serverPeer = transport.peer;
+    if (serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
+    if (options.verifyServer !== false) {
+      const verdict = serverPeer
+        ? await evaluatePolicies([endpoint.sameUser()], serverPeer)
+        : ({
+            allowed: false,
+            policy: 'identity',
+            reason: 'the app could not be identified',
+          } as const);
+      if (!verdict.allowed) {
+        transport.destroy();
+        releaseServerPeer?.();
+        throw createError(
+          'ERR_SERVER_REJECTED',
+          `The process at ${where} is not running as you (${verdict.reason}). Nothing was sent ` +
+            "to it. Something may be squatting on the app's endpoint: stop it, or check the app.",
+        );
+      }
+    }
   } else {
     const path = options.path ?? resolveEndpoint(options.app).path;
     where = path;

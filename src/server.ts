@@ -303,9 +303,19 @@ class BridgekeeperServer implements Server {
     this.#options = options;
     this.#platform = options.platform;
     this.#credentials = options.credentials;
+    // Same user: by uid, or by the platform's own rule where it has no uids (Windows: SIDs),
+    // decided once the platform is known.
+    let sameUserPolicy: PeerPolicy | undefined;
+    const defaultSameUser: PeerPolicy = {
+      name: 'same-user',
+      check: (peer) => {
+        sameUserPolicy ??= this.#platform?.defaultEndpoint?.sameUser() ?? sameUser();
+        return sameUserPolicy.check(peer);
+      },
+    };
     this.#policies = options.allowOtherUsers
       ? [...(options.peerPolicies ?? [])]
-      : [sameUser(), ...(options.peerPolicies ?? [])];
+      : [defaultSameUser, ...(options.peerPolicies ?? [])];
     const authorizerOptions: AuthorizerOptions = { prompt: options.prompt };
     if (options.clock) authorizerOptions.clock = options.clock;
     if (options.idleTimeoutMs !== undefined)
@@ -426,11 +436,18 @@ class BridgekeeperServer implements Server {
     throwIfAborted(options.signal, 'listen()');
     if (this.#closing) throw createError('ERR_CLOSED', 'The server is closed.');
     let listener: TransportListener;
+    if (!options.listener) this.#platform ??= await loadPlatform();
+    const defaultEndpoint = options.path ? undefined : this.#platform?.defaultEndpoint;
     if (options.listener) {
       listener = options.listener;
+    } else if (defaultEndpoint) {
+      // The OS's own endpoint (Windows: a named pipe), identifying peers through the OS.
+      listener = await defaultEndpoint.listen(this.#options.app, {
+        maxFrameBytes: this.maxFrameBytes,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
     } else {
-      this.#platform ??= await loadPlatform();
-      const platform = this.#platform;
+      const platform = this.#platform!;
       let path = options.path;
       if (!path) {
         const endpoint = resolveEndpoint(this.#options.app);

@@ -7,8 +7,9 @@
  */
 
 import { createError } from '../errors.js';
+import type { PeerPolicy } from '../policy/peer-policy.js';
 import type { SessionCredentialProvider } from '../session/credentials.js';
-import type { PeerIdentity } from '../transport/transport.js';
+import type { PeerIdentity, Transport, TransportListener } from '../transport/transport.js';
 
 /** The OS services Bridgekeeper uses. */
 export interface Platform {
@@ -32,6 +33,39 @@ export interface Platform {
   verifyPeer(peer: PeerIdentity): Promise<void>;
   /** Releases what an identity holds (a pidfd). Idempotent. */
   releasePeer(peer: PeerIdentity): void;
+  /**
+   * The OS's own endpoint, where it is not a Unix socket (Windows: a named pipe named from the
+   * app and the user's SID). Absent: the server and client use the Unix socket at
+   * `$XDG_RUNTIME_DIR/<app>/agent.sock`.
+   */
+  readonly defaultEndpoint?: PlatformEndpoint;
+}
+
+/** A platform's own endpoint kind: where the app listens and clients connect by default. */
+export interface PlatformEndpoint {
+  /** Where `app` listens, e.g. `\\.\pipe\bridgekeeper-<app>-<SID>`. */
+  address(app: string): string;
+  /**
+   * Listens for the app, identifying every peer through the OS before a byte is read.
+   *
+   * @throws `ERR_ALREADY_RUNNING` when another process holds the endpoint.
+   */
+  listen(
+    app: string,
+    options: { maxFrameBytes: number; signal?: AbortSignal },
+  ): Promise<TransportListener>;
+  /**
+   * Connects to the app; the transport's `peer` is the server, identified through the OS before
+   * anything was sent.
+   *
+   * @throws `ERR_APP_UNAVAILABLE` when the app is not running.
+   */
+  connect(
+    app: string,
+    options: { maxFrameBytes?: number; signal?: AbortSignal },
+  ): Promise<Transport>;
+  /** The policy that admits only this user's processes (the default on both sides). */
+  sameUser(): PeerPolicy;
 }
 
 let cached: Promise<Platform> | undefined;

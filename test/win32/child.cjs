@@ -2,6 +2,9 @@
 // A second process for the Windows suite.
 //   node child.cjs pipe-client NAME   connects to pipe NAME with the bindings, sends
 //                                     {"pid", "serverPid"} as one line, prints the echo, exits
+//   node child.cjs bk-client APP      connect() to APP through the public API, request the secret,
+//                                     print {result, session, serverPid, pid, ppid} as one line
+//   node child.cjs via-parent APP     run a bk-client child (a different invoking parent)
 //   node child.cjs sleep              prints "ready", then idles until killed
 const net = require('node:net');
 const { loadBindings } = require('./support.cjs');
@@ -35,12 +38,41 @@ async function pipeClient(name) {
   process.stdout.write(`${received.trim()}\n`);
 }
 
+async function bkClient(app) {
+  const { connect } = require('../../dist/index.cjs');
+  const client = await connect({ app, name: 'win32-e2e' });
+  try {
+    const result = await client.request('secret', { account: 'work' });
+    process.stdout.write(
+      `${JSON.stringify({ result, session: client.session, serverPid: client.serverPeer?.pid, pid: process.pid, ppid: process.ppid })}\n`,
+    );
+  } finally {
+    await client.close();
+  }
+}
+
 const [mode, name] = process.argv.slice(2);
 if (mode === 'pipe-client') {
   pipeClient(name).catch((error) => {
     process.stderr.write(`${error.stack}\n`);
     process.exitCode = 1;
   });
+} else if (mode === 'bk-client') {
+  // The public API, as a CLI would use it: connect to app NAME, ask for the secret, print
+  // what happened as one JSON line.
+  bkClient(name).catch((error) => {
+    process.stdout.write(
+      `${JSON.stringify({ error: { code: error.code, message: error.message } })}\n`,
+    );
+  });
+} else if (mode === 'via-parent') {
+  // An intermediate process (another invoking parent, as a new shell would be): runs a
+  // bk-client child and passes its line on.
+  const { spawn } = require('node:child_process');
+  const child = spawn(process.execPath, [__filename, 'bk-client', name], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  child.stdout.pipe(process.stdout);
 } else if (mode === 'sleep') {
   process.stdout.write('ready\n');
   setInterval(() => {}, 60_000);

@@ -9,10 +9,13 @@
  * @module
  */
 
-import type { Platform } from '../platform.js';
+import { sameUserSid } from '../../policy/authenticode.js';
+import { connectNamedPipe, listenNamedPipe, pipeName } from '../../transport/named-pipe.js';
+import type { PeerIdentity } from '../../transport/transport.js';
+import type { Platform, PlatformEndpoint } from '../platform.js';
 import { loadWin32Bindings, type Win32Bindings } from './bindings.js';
 import { createWin32CredentialProvider } from './credentials.js';
-import { identifySocketPeer, releasePeer, verifyPeer } from './identity.js';
+import { identifyPipePeer, identifySocketPeer, releasePeer, verifyPeer } from './identity.js';
 
 export type {
   PipeInstanceOptions,
@@ -66,11 +69,37 @@ export interface Win32PlatformOptions {
 export async function createWin32Platform(options: Win32PlatformOptions = {}): Promise<Platform> {
   const bindings = options.bindings ?? (await loadWin32Bindings());
   const credentials = createWin32CredentialProvider({ bindings });
+  const release = (peer: PeerIdentity) => releasePeer(bindings, peer);
+  const defaultEndpoint: PlatformEndpoint = {
+    address: (app) => pipeName(app, bindings.processUserSid('self')),
+    listen: (app, listenOptions) =>
+      listenNamedPipe({
+        name: pipeName(app, bindings.processUserSid('self')),
+        bindings,
+        app,
+        maxFrameBytes: listenOptions.maxFrameBytes,
+        ...(listenOptions.signal ? { signal: listenOptions.signal } : {}),
+        // The client, from the pipe itself, before a byte is read.
+        identify: (pipe) => identifyPipePeer(bindings, bindings.pipeClientProcessId(pipe)),
+        release,
+      }),
+    connect: (app, connectOptions) =>
+      connectNamedPipe(pipeName(app, bindings.processUserSid('self')), {
+        bindings,
+        ...(connectOptions.maxFrameBytes ? { maxFrameBytes: connectOptions.maxFrameBytes } : {}),
+        ...(connectOptions.signal ? { signal: connectOptions.signal } : {}),
+        // The server, before anything is written.
+        identify: (pipe) => identifyPipePeer(bindings, bindings.pipeServerProcessId(pipe)),
+        release,
+      }),
+    sameUser: () => sameUserSid({ bindings }),
+  };
   return Object.freeze({
     id: 'win32',
     identifySocketPeer: (fd: number) => identifySocketPeer(bindings, fd),
     credentials,
     verifyPeer: (peer) => verifyPeer(bindings, peer),
-    releasePeer: (peer) => releasePeer(bindings, peer),
+    releasePeer: release,
+    defaultEndpoint,
   } satisfies Platform);
 }
