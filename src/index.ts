@@ -33,6 +33,14 @@ export {
   TransportError,
 } from './errors.js';
 export type { Platform } from './platform/platform.js';
+export type {
+  AuthenticodeCheck,
+  PublisherMatcher,
+  RequireAuthenticodeOptions,
+  SameUserSidOptions,
+  WindowsPolicyBindings,
+} from './policy/authenticode.js';
+export { requireAuthenticode, sameUserSid } from './policy/authenticode.js';
 export { allOf, anyOf } from './policy/compose.js';
 export type {
   AllowExecutablesOptions,
@@ -88,6 +96,14 @@ export type {
   PromptOutcome,
   PromptRequest,
 } from './prompt/prompt-backend.js';
+export type {
+  WindowsHelloBackend,
+  WindowsHelloBackendOptions,
+  WindowsHelloBindings,
+  WindowsHelloDiagnosis,
+  WindowsHelloWindow,
+} from './prompt/windows-hello.js';
+export { windowsHelloMessage, windowsHelloPromptBackend } from './prompt/windows-hello.js';
 export type {
   ClosingNoticeParams,
   HelloParams,

@@ -18,12 +18,20 @@ import {
 } from './polkit/polkit-backend.js';
 import type { PromptBackend } from './prompt-backend.js';
 
+import {
+  type WindowsHelloBackendOptions,
+  type WindowsHelloBindings,
+  windowsHelloPromptBackend,
+} from './windows-hello.js';
+
 const debug = createLog('bridgekeeper:prompt');
 
 /** Options for {@link autoPromptBackend}: one entry per backend the app supports. */
 export interface AutoPromptBackendOptions {
   /** The polkit backend's options (Linux). `actionId` is required there. */
   polkit?: PolkitBackendOptions;
+  /** The Windows Hello backend's options (Windows): the app's window, so the dialog comes to the front. */
+  windowsHello?: WindowsHelloBackendOptions;
   /** Cancels the availability checks. */
   signal?: AbortSignal;
 }
@@ -34,6 +42,8 @@ export interface AutoPromptBackendDependencies {
   platform?: NodeJS.Platform;
   /** The polkit D-Bus binding. Default: the real one. */
   polkitBinding?: PolkitBinding;
+  /** The Windows Hello bindings. Default: the real ones. */
+  windowsHelloBindings?: WindowsHelloBindings;
 }
 
 /**
@@ -86,10 +96,27 @@ export async function autoPromptBackend(
       debug('polkit backend unavailable: %s', diagnosis.detail);
       throw createError('ERR_PROMPT_UNAVAILABLE', polkitInstructions(backend, diagnosis));
     }
+    case 'win32': {
+      const backend = windowsHelloPromptBackend({
+        ...options.windowsHello,
+        ...(dependencies.windowsHelloBindings
+          ? { bindings: dependencies.windowsHelloBindings }
+          : {}),
+      });
+      const diagnosis = await backend.diagnose(
+        options.signal === undefined ? {} : { signal: options.signal },
+      );
+      if (diagnosis.available) {
+        debug('using the Windows Hello backend');
+        return backend;
+      }
+      debug('Windows Hello unavailable: %s', diagnosis.detail);
+      throw createError('ERR_PROMPT_UNAVAILABLE', diagnosis.detail);
+    }
     default:
       throw createError(
         'ERR_PROMPT_UNAVAILABLE',
-        `No prompt backend can ask you on ${platform} in this version of Bridgekeeper: only polkit (Linux) exists so far; Windows Hello and Touch ID backends are planned. For tests and demos, ScriptedPromptBackend from bridgekeeper/testing answers from a script (never for real secrets).`,
+        `No prompt backend can ask you on ${platform} in this version of Bridgekeeper: polkit (Linux) and Windows Hello (Windows) exist so far; Touch ID is planned. For tests and demos, ScriptedPromptBackend from bridgekeeper/testing answers from a script (never for real secrets).`,
       );
   }
 }

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { AuthorizationError } from '../../../src/errors.js';
 import { autoPromptBackend } from '../../../src/prompt/auto.js';
 import { PolkitBusError } from '../../../src/prompt/polkit/dbus-binding.js';
+import { FakeUserConsent } from '../../platform/win32/fake-bindings.js';
 import { ACTION_ID, action, FakeBinding, replyError } from './fake-binding.js';
 
 const polkit = { actionId: ACTION_ID };
@@ -74,7 +75,27 @@ describe('autoPromptBackend', () => {
     });
   });
 
-  it.each(['darwin', 'win32', 'freebsd'] as const)(
+  it('picks Windows Hello on Windows when it can verify the user', async () => {
+    const consent = new FakeUserConsent();
+    const backend = await autoPromptBackend(
+      {},
+      { platform: 'win32', windowsHelloBindings: { userConsent: consent } },
+    );
+    expect(backend.id).toBe('windows-hello');
+    expect(consent.availabilityChecks).toBeGreaterThan(0);
+  });
+
+  it('says why Windows Hello cannot ask (not set up for the user), never a silent grant', async () => {
+    const consent = new FakeUserConsent();
+    consent.availability = 'not-configured-for-user';
+    const error = await failure(
+      autoPromptBackend({}, { platform: 'win32', windowsHelloBindings: { userConsent: consent } }),
+    );
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toMatch(/Windows Hello/);
+  });
+
+  it.each(['darwin', 'freebsd'] as const)(
     'has no backend on %s yet: ERR_PROMPT_UNAVAILABLE, never a silent grant',
     async (platform) => {
       const error = await failure(autoPromptBackend({ polkit }, { platform }));
