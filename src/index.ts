@@ -32,7 +32,7 @@ export {
   RemoteError,
   TransportError,
 } from './errors.js';
-export type { Platform } from './platform/platform.js';
+export type { Platform, PlatformEndpoint } from './platform/platform.js';
 export type {
   AuthenticodeCheck,
   PublisherMatcher,
@@ -49,7 +49,7 @@ export type {
   ExecutableReader,
 } from './policy/executable.js';
 export { allowExecutables, systemExecutableReader } from './policy/executable.js';
-export type { GroupEntry, RequireGroupOptions } from './policy/group.js';
+export type { GroupEntry, GroupLookup, RequireGroupOptions } from './policy/group.js';
 export { findGroup, lookupGroup, parseGroupFile, requireGroup } from './policy/group.js';
 export type { PeerPolicy, PolicyDecision, PolicyVerdict } from './policy/peer-policy.js';
 export { peerPredicate, sameUser } from './policy/peer-policy.js';
@@ -97,10 +97,13 @@ export type {
   PromptRequest,
 } from './prompt/prompt-backend.js';
 export type {
+  WindowsHelloAvailability,
   WindowsHelloBackend,
   WindowsHelloBackendOptions,
   WindowsHelloBindings,
   WindowsHelloDiagnosis,
+  WindowsHelloProblem,
+  WindowsHelloResult,
   WindowsHelloWindow,
 } from './prompt/windows-hello.js';
 export { windowsHelloMessage, windowsHelloPromptBackend } from './prompt/windows-hello.js';

@@ -37,7 +37,7 @@ export function wallClockSlackMs(monoElapsedMs: number): number {
  * Why a grant expired: `idle` — nothing used it for the idle timeout, by either clock;
  * `lifetime` — the hard limit since it was granted passed, by either clock; `clock` — the wall
  * clock went backwards since the last use: it reads earlier than then, or it advanced more than
- * {@link wallClockSlackMs} less than the monotonic clock (or the monotonic clock went back,
+ * 1 s plus a tenth of the elapsed time less than the monotonic clock (or the monotonic clock went back,
  * which only a broken clock does), so the time since that use cannot be trusted.
  */
 export type ExpiryReason = 'idle' | 'lifetime' | 'clock';
