@@ -24,9 +24,12 @@ import {
 } from '../platform/win32/bindings.js';
 import { createLog } from '../util/log.js';
 import {
+  type ConnectionLimits,
   checkStreamTransportOptions,
   createStreamTransport,
+  releaseQuietly,
   type StreamTransportOptions,
+  streamLimitsOf,
 } from './stream-transport.js';
 import type {
   ConnectTransportOptions,
@@ -67,43 +70,6 @@ const APP_NAME = /^[a-z0-9][a-z0-9._-]{0,63}$/i;
 
 /** A string SID, `S-1-<authority>-<sub-authority>…`. */
 const SID = /^S-1-\d+(?:-\d+)+$/i;
-
-/**
- * The limits every connection gets, on both ends; they go to `createStreamTransport` as given.
- * Same meaning as for Unix sockets.
- */
-interface NamedPipeLimits {
-  /** Largest frame payload accepted from and sent to the other side; default 1 MiB. */
-  maxFrameBytes?: number;
-  /** How long a connection's `close()` waits for the other side to finish; default 2 s. */
-  closeTimeoutMs?: number;
-  /** Unsent bytes above which a connection stops reading until they are sent; default 1 MiB. */
-  highWaterBytes?: number;
-  /** Unsent bytes above which a connection is closed with `ERR_SEND_BUFFER_FULL`; default 16 MiB. */
-  maxBufferedBytes?: number;
-}
-
-function transportOptionsOf(options: NamedPipeLimits): StreamTransportOptions {
-  const result: StreamTransportOptions = {};
-  if (options.maxFrameBytes !== undefined) result.maxFrameBytes = options.maxFrameBytes;
-  if (options.closeTimeoutMs !== undefined) result.closeTimeoutMs = options.closeTimeoutMs;
-  if (options.highWaterBytes !== undefined) result.highWaterBytes = options.highWaterBytes;
-  if (options.maxBufferedBytes !== undefined) result.maxBufferedBytes = options.maxBufferedBytes;
-  return result;
-}
-
-/** Releases an identity nobody else will, never letting a failing `release` escape. */
-function releaseQuietly(
-  release: ((peer: PeerIdentity) => void) | undefined,
-  peer: PeerIdentity | undefined,
-): void {
-  if (release === undefined || peer === undefined) return;
-  try {
-    release(peer);
-  } catch (error) {
-    debug('releasing a peer identity failed: %s', (error as Error).message ?? error);
-  }
-}
 
 /** Closes a HANDLE nobody else owns, never letting a failure escape. */
 function closeHandleQuietly(bindings: Win32Bindings, handle: Win32Handle): void {
@@ -231,7 +197,7 @@ export function pipeSecurityDescriptor(userSid: string): string {
 }
 
 /** Options for {@link listenNamedPipe}. */
-export interface ListenNamedPipeOptions extends NamedPipeLimits {
+export interface ListenNamedPipeOptions extends ConnectionLimits {
   /** The full pipe name, `\\.\pipe\…`; build it with {@link pipeName}. */
   name: string;
   /** The Windows API ({@link loadWin32Bindings}), or a fake in tests. */
@@ -296,7 +262,7 @@ class NamedPipeListener implements TransportListener {
     this.#securityDescriptor = securityDescriptor;
     this.#identify = options.identify;
     this.#release = options.release;
-    this.#transportOptions = transportOptionsOf(options);
+    this.#transportOptions = streamLimitsOf(options);
     this.#size = size;
   }
 
@@ -558,7 +524,7 @@ export async function listenNamedPipe(options: ListenNamedPipeOptions): Promise<
 }
 
 /** Options for {@link connectNamedPipe} and {@link namedPipeConnector}. */
-export interface ConnectNamedPipeOptions extends NamedPipeLimits {
+export interface ConnectNamedPipeOptions extends ConnectionLimits {
   /** The Windows API ({@link loadWin32Bindings}), or a fake in tests. */
   bindings: Win32Bindings;
   /** Cancels connecting, including the retries on a busy pipe. */
@@ -651,7 +617,7 @@ export function connectNamedPipe(
     return Promise.reject(error);
   }
   const { bindings } = options;
-  const transportOptions = transportOptionsOf(options);
+  const transportOptions = streamLimitsOf(options);
   const deadline = Date.now() + busyTimeoutMs;
   return new Promise((resolve, reject) => {
     let settled = false;

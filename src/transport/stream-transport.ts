@@ -436,3 +436,51 @@ export function createStreamTransport(
 ): StreamTransport {
   return new SocketTransport(socket, options);
 }
+
+/**
+ * The limits every stream connection gets, on both ends, as a listener or connector takes them
+ * (Unix sockets, named pipes); they go to {@link createStreamTransport} as given.
+ */
+export interface ConnectionLimits {
+  /** Largest frame payload accepted from and sent to the other side; default 1 MiB. */
+  maxFrameBytes?: number;
+  /** How long a connection's `close()` waits for the other side to finish; default 2 s. */
+  closeTimeoutMs?: number;
+  /**
+   * Unsent bytes on a connection above which it stops reading from the other side until they
+   * are sent; default 1 MiB. See {@link StreamTransportOptions.highWaterBytes}.
+   */
+  highWaterBytes?: number;
+  /**
+   * Unsent bytes on a connection above which it is closed with `ERR_SEND_BUFFER_FULL`;
+   * default 16 MiB. See {@link StreamTransportOptions.maxBufferedBytes}.
+   */
+  maxBufferedBytes?: number;
+}
+
+/** The {@link ConnectionLimits} of a listener's or connector's options, as given. @internal */
+export function streamLimitsOf(
+  options: {
+    readonly [K in keyof ConnectionLimits]?: ConnectionLimits[K] | undefined;
+  },
+): StreamTransportOptions {
+  const result: StreamTransportOptions = {};
+  if (options.maxFrameBytes !== undefined) result.maxFrameBytes = options.maxFrameBytes;
+  if (options.closeTimeoutMs !== undefined) result.closeTimeoutMs = options.closeTimeoutMs;
+  if (options.highWaterBytes !== undefined) result.highWaterBytes = options.highWaterBytes;
+  if (options.maxBufferedBytes !== undefined) result.maxBufferedBytes = options.maxBufferedBytes;
+  return result;
+}
+
+/** Releases an identity nobody else will, never letting a failing `release` escape. @internal */
+export function releaseQuietly(
+  release: ((peer: PeerIdentity) => void) | undefined,
+  peer: PeerIdentity | undefined,
+): void {
+  if (release === undefined || peer === undefined) return;
+  try {
+    release(peer);
+  } catch (error) {
+    debug('releasing a peer identity failed: %s', (error as Error).message ?? error);
+  }
+}

@@ -19,9 +19,12 @@ import { abortError, createError, throwIfAborted } from '../errors.js';
 import { createLog } from '../util/log.js';
 import { checkSocketFile, checkSocketPathLength, fileSystemHint } from './endpoint.js';
 import {
+  type ConnectionLimits,
   checkStreamTransportOptions,
   createStreamTransport,
+  releaseQuietly,
   type StreamTransportOptions,
+  streamLimitsOf,
 } from './stream-transport.js';
 import {
   type ConnectTransportOptions,
@@ -42,29 +45,8 @@ const PROBE_TIMEOUT_MS = 1000;
 /** Link attempts before giving up, when stale sockets keep reappearing. */
 const MAX_PUBLISH_ATTEMPTS = 3;
 
-/**
- * The limits every connection gets, on both ends: {@link ListenUnixSocketOptions} and
- * {@link ConnectUnixSocketOptions} share them, and they go to `createStreamTransport` as given.
- */
-interface UnixSocketLimits {
-  /** Largest frame payload accepted from and sent to the other side; default 1 MiB. */
-  maxFrameBytes?: number;
-  /** How long a connection's `close()` waits for the other side to finish; default 2 s. */
-  closeTimeoutMs?: number;
-  /**
-   * Unsent bytes on a connection above which it stops reading from the other side until they
-   * are sent; default 1 MiB. See `StreamTransportOptions.highWaterBytes`.
-   */
-  highWaterBytes?: number;
-  /**
-   * Unsent bytes on a connection above which it is closed with `ERR_SEND_BUFFER_FULL`;
-   * default 16 MiB. See `StreamTransportOptions.maxBufferedBytes`.
-   */
-  maxBufferedBytes?: number;
-}
-
 /** Options for {@link listenUnixSocket}. */
-export interface ListenUnixSocketOptions extends UnixSocketLimits {
+export interface ListenUnixSocketOptions extends ConnectionLimits {
   /** Where to listen; its directory must exist (see `prepareEndpointDirectory`). */
   path: string;
   /**
@@ -93,29 +75,6 @@ interface FileIdentity {
 
 function errnoCode(error: unknown): string | undefined {
   return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
-/** The options of `options` that every stream transport gets, as given. */
-function transportOptionsOf(options: UnixSocketLimits): StreamTransportOptions {
-  const result: StreamTransportOptions = {};
-  if (options.maxFrameBytes !== undefined) result.maxFrameBytes = options.maxFrameBytes;
-  if (options.closeTimeoutMs !== undefined) result.closeTimeoutMs = options.closeTimeoutMs;
-  if (options.highWaterBytes !== undefined) result.highWaterBytes = options.highWaterBytes;
-  if (options.maxBufferedBytes !== undefined) result.maxBufferedBytes = options.maxBufferedBytes;
-  return result;
-}
-
-/** Releases an identity nobody else will, never letting a failing `release` escape. */
-function releaseQuietly(
-  release: ((peer: PeerIdentity) => void) | undefined,
-  peer: PeerIdentity | undefined,
-): void {
-  if (release === undefined || peer === undefined) return;
-  try {
-    release(peer);
-  } catch (error) {
-    debug('releasing a peer identity failed: %s', (error as Error).message ?? error);
-  }
 }
 
 /**
@@ -150,7 +109,7 @@ class UnixSocketListener implements TransportListener {
     this.address = address;
     this.#identify = options.identify;
     this.#release = options.release;
-    this.#transportOptions = transportOptionsOf(options);
+    this.#transportOptions = streamLimitsOf(options);
     server.on('connection', (socket: Socket) => this.#accept(socket));
     server.on('error', (error: Error) => {
       debug('listener at %s: %s', address, errnoCode(error) ?? error.message);
@@ -590,7 +549,7 @@ function connectError(socketPath: string, error: Error): Error {
 }
 
 /** Options for {@link connectUnixSocket} and {@link unixSocketConnector}. */
-export interface ConnectUnixSocketOptions extends UnixSocketLimits {
+export interface ConnectUnixSocketOptions extends ConnectionLimits {
   /** Cancels connecting; the socket is destroyed. */
   signal?: AbortSignal;
   /**
@@ -636,7 +595,7 @@ export function connectUnixSocket(
   } catch (error) {
     return Promise.reject(error);
   }
-  const transportOptions = transportOptionsOf(options);
+  const transportOptions = streamLimitsOf(options);
   return new Promise((resolve, reject) => {
     const socket = net.connect({ path: socketPath });
     // Paused before it connects, so Node does not start reading when it does.

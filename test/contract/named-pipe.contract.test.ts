@@ -12,32 +12,8 @@ import {
   type Win32Handle,
 } from '../../src/platform/win32/bindings.js';
 import { listenNamedPipe, namedPipeConnector, pipeName } from '../../src/transport/named-pipe.js';
+import { loadLibc } from '../transport/socketpair.js';
 import { runTransportContract } from './transport-contract.js';
-
-interface Libc {
-  socketpair(domain: number, type: number, protocol: number, fds: Buffer): number;
-  close(fd: number): number;
-}
-
-async function loadLibc(): Promise<Libc | undefined> {
-  if (process.platform !== 'linux') return undefined;
-  try {
-    const koffi = (
-      (await import('koffi')) as unknown as {
-        default: { load(path: string): { func(definition: string): unknown } };
-      }
-    ).default;
-    const lib = koffi.load('libc.so.6');
-    return {
-      socketpair: lib.func(
-        'int socketpair(int domain, int type, int protocol, void *sv)',
-      ) as Libc['socketpair'],
-      close: lib.func('int close(int fd)') as Libc['close'],
-    };
-  } catch {
-    return undefined;
-  }
-}
 
 const libc = await loadLibc();
 

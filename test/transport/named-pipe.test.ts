@@ -29,33 +29,7 @@ import type {
   TransportListener,
 } from '../../src/transport/transport.js';
 import { closed, rejectionOf, sleep } from './helpers.js';
-
-// ---- libc socketpair through koffi (Linux only) -------------------------------------------
-
-interface Libc {
-  socketpair(domain: number, type: number, protocol: number, fds: Buffer): number;
-  close(fd: number): number;
-}
-
-async function loadLibc(): Promise<Libc | undefined> {
-  if (process.platform !== 'linux') return undefined;
-  try {
-    const koffi = ((await import('koffi')) as unknown as { default: KoffiLike }).default;
-    const lib = koffi.load('libc.so.6');
-    return {
-      socketpair: lib.func(
-        'int socketpair(int domain, int type, int protocol, void *sv)',
-      ) as Libc['socketpair'],
-      close: lib.func('int close(int fd)') as Libc['close'],
-    };
-  } catch {
-    return undefined;
-  }
-}
-
-interface KoffiLike {
-  load(path: string): { func(definition: string): unknown };
-}
+import { loadLibc } from './socketpair.js';
 
 const libc = await loadLibc();
 const AF_UNIX = 1;
