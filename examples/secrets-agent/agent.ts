@@ -19,6 +19,7 @@
  */
 
 import { userInfo } from 'node:os';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   type AccountRef,
@@ -297,7 +298,8 @@ async function main(): Promise<void> {
   process.on('SIGINT', stop);
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
+// Run directly (not imported by the demo): compared as URLs, so it also holds for Windows paths.
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
   main().catch((error: unknown) => {
     process.stderr.write(
       `secrets-agent: ${error instanceof Error ? error.message : String(error)}\n`,

