@@ -2,7 +2,9 @@
 // A second process for the Windows suite.
 //   node child.cjs pipe-client NAME   connects to pipe NAME with the bindings, sends
 //                                     {"pid", "serverPid"} as one line, prints the echo, exits
-//   node child.cjs bk-client APP      connect() to APP through the public API, request the secret,
+//   node child.cjs bk-client APP [PUBLISHER]
+//                                     connect() to APP through the public API (the app's
+//                                     executable signed by PUBLISHER, if given), request the secret,
 //                                     print {result, session, serverPid, pid, ppid} as one line
 //   node child.cjs via-parent APP     run a bk-client child (a different invoking parent)
 //   node child.cjs sleep              prints "ready", then idles until killed
@@ -38,9 +40,11 @@ async function pipeClient(name) {
   process.stdout.write(`${received.trim()}\n`);
 }
 
-async function bkClient(app) {
-  const { connect } = require('../../dist/index.cjs');
-  const client = await connect({ app, name: 'win32-e2e' });
+async function bkClient(app, publisher) {
+  const { connect, requireAuthenticode } = require('../../dist/index.cjs');
+  // With a publisher: the app's executable must be signed by it (the seed's check of the app).
+  const serverPolicies = publisher ? [requireAuthenticode({ publisher })] : [];
+  const client = await connect({ app, name: 'win32-e2e', serverPolicies });
   try {
     const result = await client.request('secret', { account: 'work' });
     process.stdout.write(
@@ -60,7 +64,7 @@ if (mode === 'pipe-client') {
 } else if (mode === 'bk-client') {
   // The public API, as a CLI would use it: connect to app NAME, ask for the secret, print
   // what happened as one JSON line.
-  bkClient(name).catch((error) => {
+  bkClient(name, process.argv[4]).catch((error) => {
     process.stdout.write(
       `${JSON.stringify({ error: { code: error.code, message: error.message } })}\n`,
     );

@@ -7,7 +7,7 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const { spawn } = require('node:child_process');
 const { test } = require('node:test');
-const { createServer } = require('../../dist/index.cjs');
+const { createServer, requireAuthenticode } = require('../../dist/index.cjs');
 const { firstLine, windowsOnly } = require('./support.cjs');
 
 const child = path.join(__dirname, 'child.cjs');
@@ -15,11 +15,12 @@ let counter = 0;
 const uniqueApp = () => `bk-e2e-${process.pid}-${++counter}`;
 
 /** An app whose prompt approves and records every request. */
-async function startApp(app) {
+async function startApp(app, peerPolicies = []) {
   const prompts = [];
   const served = [];
   const server = createServer({
     app,
+    peerPolicies,
     prompt: {
       id: 'scripted',
       isAvailable: async () => true,
@@ -42,8 +43,8 @@ async function startApp(app) {
 }
 
 /** Runs one CLI process (mode bk-client or via-parent) and returns its JSON line. */
-async function runClient(mode, app) {
-  const process = spawn(globalThis.process.execPath, [child, mode, app], {
+async function runClient(mode, app, ...rest) {
+  const process = spawn(globalThis.process.execPath, [child, mode, app, ...rest], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const exited = new Promise((resolve) => process.on('exit', resolve));
@@ -116,6 +117,54 @@ test('a second app on the same pipe name is refused (ERR_ALREADY_RUNNING)', {
   const { server } = await startApp(app);
   try {
     await assert.rejects(startApp(app), { code: 'ERR_ALREADY_RUNNING' });
+  } finally {
+    await server.close();
+  }
+});
+
+test('Authenticode both ways: the app admits a CLI signed by the expected publisher and refuses another; the CLI checks the app the same way', async () => {
+  // node.exe is signed by the OpenJS Foundation; both sides run it.
+  const app = uniqueApp();
+  const { server, prompts, served } = await startApp(app, [
+    requireAuthenticode({ publisher: 'OpenJS Foundation' }),
+  ]);
+  try {
+    const admitted = await runClient('bk-client', app, 'OpenJS Foundation');
+    assert.equal(admitted.error, undefined, JSON.stringify(admitted.error));
+    assert.deepEqual(admitted.result, { value: 'correct-horse' });
+    // The CLI refuses an app not signed by the publisher it expects, before sending anything.
+    const wrongApp = await runClient('bk-client', app, 'Contoso Ltd');
+    assert.equal(wrongApp.error?.code, 'ERR_SERVER_REJECTED');
+    assert.match(wrongApp.error.message, /Contoso Ltd/);
+    assert.equal(served.length, 1);
+    assert.equal(prompts.length, 1);
+  } finally {
+    await server.close();
+  }
+  const strict = uniqueApp();
+  const refusing = await startApp(strict, [requireAuthenticode({ publisher: 'Contoso Ltd' })]);
+  try {
+    const refused = await runClient('bk-client', strict);
+    assert.equal(refused.error?.code, 'ERR_PEER_REJECTED');
+    assert.equal(refusing.served.length, 0);
+    assert.equal(refusing.prompts.length, 0);
+  } finally {
+    await refusing.server.close();
+  }
+});
+
+test('ten CLIs of one session at once (more than the thread pool\u2019s four): one prompt, all served', async () => {
+  const app = uniqueApp();
+  const { server, prompts, served } = await startApp(app);
+  try {
+    const lines = await Promise.all(Array.from({ length: 10 }, () => runClient('bk-client', app)));
+    for (const line of lines) {
+      assert.equal(line.error, undefined, JSON.stringify(line.error));
+      assert.deepEqual(line.result, { value: 'correct-horse' });
+    }
+    assert.equal(new Set(lines.map((line) => line.session.id)).size, 1);
+    assert.equal(prompts.length, 1);
+    assert.equal(served.length, 10);
   } finally {
     await server.close();
   }
