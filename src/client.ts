@@ -147,6 +147,14 @@ export interface Client {
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 5 * 60_000;
 
+/** `ERR_APP_UNAVAILABLE` with the app's own hint on how to start it appended; others as they are. */
+function withUnavailableHint(error: unknown, hint: string | undefined): unknown {
+  if (hint && error instanceof BridgekeeperError && error.code === 'ERR_APP_UNAVAILABLE') {
+    return createError('ERR_APP_UNAVAILABLE', `${error.message} ${hint}`, { cause: error.cause });
+  }
+  return error;
+}
+
 /**
  * Whether `params` goes on the wire as JSON-RPC params (absent, an object or an array) — judged
  * by what `JSON.stringify` will write: a Date (its `toJSON` gives a string) or a boxed number does
@@ -251,10 +259,14 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     const platform = (options.platform ?? (await loadPlatform())) as Platform;
     const endpoint = platform.defaultEndpoint!;
     where = endpoint.address(options.app);
-    transport = await endpoint.connect(options.app, {
-      signal,
-      ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
-    });
+    transport = await endpoint
+      .connect(options.app, {
+        signal,
+        ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
+      })
+      .catch((error: unknown) => {
+        throw withUnavailableHint(error, options.unavailableHint);
+      });
     const serverPeer = transport.peer;
     if (serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
     if (options.verifyServer !== false) {
@@ -313,16 +325,7 @@ export async function connect(options: ConnectOptions): Promise<Client> {
         ...(options.maxFrameBytes ? { maxFrameBytes: options.maxFrameBytes } : {}),
       });
     } catch (error) {
-      if (
-        error instanceof BridgekeeperError &&
-        error.code === 'ERR_APP_UNAVAILABLE' &&
-        options.unavailableHint
-      ) {
-        throw createError('ERR_APP_UNAVAILABLE', `${error.message} ${options.unavailableHint}`, {
-          cause: error.cause,
-        });
-      }
-      throw error;
+      throw withUnavailableHint(error, options.unavailableHint);
     }
     const serverPeer = transport.peer;
     if (platform && serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);

@@ -29,6 +29,7 @@
  */
 
 import { createHash } from 'node:crypto';
+import { win32 } from 'node:path';
 import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
 import type {
   DeriveCredentialOptions,
@@ -39,7 +40,7 @@ import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import type { Win32Bindings, Win32Handle } from './bindings.js';
 import { ownedProcessHandle, parseFileTime } from './identity.js';
-import { describeWin32Process } from './process-description.js';
+import { BOUNDARIES, describeWin32Process } from './process-description.js';
 
 const debug = createLog('bridgekeeper:win32');
 
@@ -119,6 +120,15 @@ function readAnchor(
       return { note: `invoking parent ${ppid} exited and its pid was reused` };
     }
     if (!bindings.processIsRunning(handle)) return { note: `invoking parent ${ppid} exited` };
+    // The desktop or a service manager is nobody's shell: every program started from Explorer,
+    // the Start menu or a scheduled task would share one grant. Key on the peer itself instead.
+    const image = bindings.processImagePath(handle);
+    const name = image === undefined ? undefined : win32.basename(image).toLowerCase();
+    if (name !== undefined && BOUNDARIES.has(name)) {
+      return {
+        note: `invoking parent ${ppid} is ${name}, which starts every program of the desktop`,
+      };
+    }
     return { pid: ppid, startTime };
   } catch (error) {
     // What cannot be read about the parent narrows the session; it never fails the peer.

@@ -96,7 +96,7 @@ const PASS_THROUGH: ReadonlySet<string> = new Set([
  * The desktop and the system: a walk that reaches one of these has passed every host there is
  * (Explorer started the console window, a service started the process), and stops.
  */
-const BOUNDARIES: ReadonlySet<string> = new Set([
+export const BOUNDARIES: ReadonlySet<string> = new Set([
   'explorer.exe',
   'svchost.exe',
   'services.exe',
