@@ -33,8 +33,11 @@ export interface AuthenticodeCheck {
 export interface WindowsPolicyBindings {
   /** The string SID of this process's user. */
   processUserSid(process: 'self'): string;
-  /** `WinVerifyTrust` on a file. */
-  verifySignature(path: string): AuthenticodeCheck;
+  /**
+   * `WinVerifyTrust` on a file, off the JS thread; rejects on `signal` (`ERR_ABORTED` /
+   * `ERR_TIMEOUT`).
+   */
+  verifySignature(path: string, options?: { signal?: AbortSignal }): Promise<AuthenticodeCheck>;
 }
 
 let defaultBindings: Promise<WindowsPolicyBindings> | undefined;
@@ -139,9 +142,15 @@ export interface RequireAuthenticodeOptions {
   readonly bindings?: WindowsPolicyBindings;
   /** Decisions remembered, per process instance (least recently used go first). Default 256. */
   readonly maxCached?: number;
+  /**
+   * How long one signature check may take, in milliseconds, before the peer is refused (a file
+   * on a slow or unreachable network share). Default 10 000.
+   */
+  readonly timeoutMs?: number;
 }
 
 const DEFAULT_MAX_CACHED = 256;
+const DEFAULT_TIMEOUT_MS = 10_000;
 
 /** HRESULTs `WinVerifyTrust` returns, with what they mean for a person. */
 const TRUST_FAILURES: ReadonlyMap<number, string> = new Map([
@@ -180,8 +189,15 @@ function compilePublisher(publisher: PublisherMatcher): {
         `requireAuthenticode: the publisher pattern ${String(publisher)} must be anchored (^…$), or it admits any signer whose name merely contains it.`,
       );
     }
-    // A fresh copy without g/y: those keep state (lastIndex) between tests.
-    const pattern = new RegExp(source, publisher.flags.replace(/[gy]/g, ''));
+    if (publisher.flags.includes('m')) {
+      throw createError(
+        'ERR_INVALID_ARGUMENT',
+        `requireAuthenticode: the publisher pattern ${String(publisher)} must not use the m flag: ^ and $ would then match at line breaks.`,
+      );
+    }
+    // Wrapped as ^(?:…)$ so that a top-level alternation (/^Contoso Ltd|Contoso Inc$/) anchors
+    // every branch at both ends; a fresh copy without g/y, which keep state between tests.
+    const pattern = new RegExp(`^(?:${source})$`, publisher.flags.replace(/[gy]/g, ''));
     return { test: (signer) => pattern.test(signer), label: String(pattern) };
   }
   if (Array.isArray(publisher) && publisher.length > 0) {
@@ -207,33 +223,66 @@ function compilePublisher(publisher: PublisherMatcher): {
 }
 
 /**
+ * Runs `run` with a signal that aborts after `timeoutMs`, and resolves `'timed out'` then even
+ * when `run` ignores the signal (a native call cannot be interrupted).
+ */
+function withTimeout<T>(
+  run: (signal: AbortSignal) => Promise<T>,
+  timeoutMs: number,
+): Promise<T | 'timed out'> {
+  const controller = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<'timed out'>((resolve) => {
+    timer = setTimeout(() => {
+      resolve('timed out');
+      controller.abort(createError('ERR_TIMEOUT', `Timed out after ${timeoutMs} ms.`));
+    }, timeoutMs);
+  });
+  let running: Promise<T>;
+  try {
+    running = run(controller.signal);
+  } catch (error) {
+    running = Promise.reject(error);
+  }
+  // A rejection that loses the race (the abort after the timeout) is not unhandled.
+  running.catch(() => {});
+  return Promise.race([running, expired]).finally(() => clearTimeout(timer));
+}
+
+/**
  * Admits only peers whose executable carries a valid Authenticode signature from the configured
- * publisher: `WinVerifyTrust` (no UI, revocation as Windows does it by default) on the image path
+ * publisher: `WinVerifyTrust` (no UI, no revocation check: that needs the network) on the image path
  * Windows reported for the peer (`PeerIdentity.executable`) must return 0 — signed, intact, and
  * chaining to a root this computer trusts — **and** the signing certificate's subject name must
  * match `publisher`. Anything else refuses, with a reason that says what failed: not signed,
- * changed since it was signed, an untrusted or revoked certificate, another publisher, or an
- * error (fail closed).
+ * changed since it was signed, an untrusted certificate, another publisher, or an error (fail
+ * closed). System programs signed through a catalog (cmd.exe, powershell.exe) have no embedded
+ * signature and are reported as not signed.
  *
  * Use it on the server for clients and on the client for the server (`serverPolicies`), after
  * {@link sameUserSid}.
  *
  * **What it checks is the file at the path the process was started from**, at the time of the
- * check. A running image cannot be modified on Windows, but it can be renamed and another file
- * put at its path; a process of the same user that can write to the executable's directory could
- * therefore run its own program and put a signed one in its place before the check. Install the
+ * check, not the image mapped in the process: a program of the same user can run one image while
+ * a signed file sits at its path (renaming, process herpaderping or ghosting), and the pid itself
+ * is not an identity against same-user code on Windows (docs/security.md, Windows). Install the
  * signed programs where the user cannot write (`C:\Program Files`), and treat this, like the
  * executable policy on Linux, as a statement of which program is expected, not as a wall between
- * programs of the same user. The subject name is not unique across certificate holders in
- * principle; a CA validated it for the signing certificate.
+ * programs of the same user. Name your own publisher: a general one such as the OpenJS
+ * Foundation (node.exe) admits every script the user runs with it. The subject name is not
+ * unique across certificate holders in principle; a CA validated it for the signing certificate.
  *
  * Cost: `WinVerifyTrust` hashes the whole file (hundreds of ms for a large binary such as
- * node.exe), synchronously. Decisions are cached per process instance (pid + creation time +
- * path; `maxCached`, least recently used first), which is exact: a process's image never
- * changes. A new process of the same program is checked again.
+ * node.exe). It runs on a libuv worker thread, so the event loop stays responsive and
+ * concurrent checks run in parallel; a check that takes longer than `timeoutMs` (default 10 s,
+ * e.g. an executable on an unreachable network share) refuses the peer, while the native call
+ * finishes in the background (it holds one libuv worker thread until then). Decisions are
+ * cached per process instance (pid + creation time + path; `maxCached`, least recently used
+ * first), which is exact: a process's image never changes. A new process of the same program
+ * is checked again. Errors and timeouts are not cached.
  *
- * @throws `ERR_INVALID_ARGUMENT` at construction for a missing or empty publisher, or an
- * unanchored pattern. Never throws from a check.
+ * @throws `ERR_INVALID_ARGUMENT` at construction for a missing or empty publisher, an
+ * unanchored pattern, or a bad `maxCached` / `timeoutMs`. Never throws from a check.
  *
  * @example
  * ```ts
@@ -256,6 +305,13 @@ export function requireAuthenticode(options: RequireAuthenticodeOptions): PeerPo
     throw createError(
       'ERR_INVALID_ARGUMENT',
       `requireAuthenticode: maxCached must be a non-negative integer, not ${String(maxCached)}.`,
+    );
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw createError(
+      'ERR_INVALID_ARGUMENT',
+      `requireAuthenticode: timeoutMs must be a positive number of milliseconds, not ${String(timeoutMs)}.`,
     );
   }
   const cache = new Map<string, PolicyDecision>();
@@ -302,13 +358,22 @@ export function requireAuthenticode(options: RequireAuthenticodeOptions): PeerPo
           : undefined;
       const cached = key === undefined ? undefined : cache.get(key);
       if (cached !== undefined && key !== undefined) return remember(key, cached);
-      let check: AuthenticodeCheck;
+      let check: AuthenticodeCheck | 'timed out';
       try {
         const bindings = await loadBindings(options.bindings);
-        check = bindings.verifySignature(path);
+        check = await withTimeout(
+          (signal) => bindings.verifySignature(path, { signal }),
+          timeoutMs,
+        );
       } catch (error) {
         debug('requireAuthenticode: verifying %s failed: %O', path, error);
         return reject(`the signature of ${path} could not be checked (${messageOf(error)})`);
+      }
+      if (check === 'timed out') {
+        debug('requireAuthenticode: verifying %s timed out after %d ms', path, timeoutMs);
+        return reject(
+          `the signature check of ${path} timed out after ${timeoutMs} ms (is the file on a slow or unreachable drive?)`,
+        );
       }
       if (typeof check !== 'object' || check === null || typeof check.status !== 'number') {
         return reject(`the signature check of ${path} gave no result`);

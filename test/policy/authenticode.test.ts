@@ -158,6 +158,84 @@ describe('requireAuthenticode', () => {
     expect(fake.count('verifySignature')).toBe(6);
   });
 
+  it('runs concurrent checks in parallel, without holding the JS thread', async () => {
+    fake.signatures.set(IMAGES.cli, { status: 0, signer: 'Contoso Ltd' });
+    fake.signatureDelayMs = 300;
+    const policy = requireAuthenticode({ publisher: 'Contoso Ltd', bindings: fake });
+    // A probe on the event loop: it must keep ticking while both checks are pending.
+    let ticks = 0;
+    let maxGap = 0;
+    let last = performance.now();
+    const probe = setInterval(() => {
+      const now = performance.now();
+      maxGap = Math.max(maxGap, now - last);
+      last = now;
+      ticks++;
+    }, 10);
+    const started = performance.now();
+    try {
+      const decisions = await Promise.all([
+        policy.check(peer({ pid: 301 })),
+        policy.check(peer({ pid: 302 })),
+      ]);
+      const elapsed = performance.now() - started;
+      expect(decisions).toEqual([{ allowed: true }, { allowed: true }]);
+      expect(fake.maxSignaturesInFlight).toBe(2);
+      // Serialised checks would take 600 ms or more.
+      expect(elapsed).toBeLessThan(550);
+      expect(ticks).toBeGreaterThan(5);
+      expect(maxGap).toBeLessThan(150);
+    } finally {
+      clearInterval(probe);
+    }
+    // The signal reaches the bindings.
+    expect(fake.signatureSignals).toHaveLength(2);
+    for (const signal of fake.signatureSignals) expect(signal).toBeInstanceOf(AbortSignal);
+  });
+
+  it('refuses a check that takes longer than timeoutMs, aborts it, and does not cache that', async () => {
+    fake.signatures.set(IMAGES.cli, { status: 0, signer: 'Contoso Ltd' });
+    fake.signatureDelayMs = Number.POSITIVE_INFINITY;
+    const policy = requireAuthenticode({
+      publisher: 'Contoso Ltd',
+      bindings: fake,
+      timeoutMs: 50,
+    });
+    const started = performance.now();
+    const decision = await policy.check(peer());
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(decision).toEqual({
+      allowed: false,
+      reason: `the signature check of ${IMAGES.cli} timed out after 50 ms (is the file on a slow or unreachable drive?)`,
+    });
+    expect(fake.signatureSignals[0]?.aborted).toBe(true);
+    expect(fake.signaturesInFlight).toBe(0);
+    // Not cached: the next check of the same process runs again.
+    fake.signatureDelayMs = 0;
+    expect(await policy.check(peer())).toEqual({ allowed: true });
+    expect(fake.count('verifySignature')).toBe(2);
+  });
+
+  it('times out even when the bindings ignore the signal', async () => {
+    let release: (() => void) | undefined;
+    const stuck: WindowsPolicyBindings = {
+      processUserSid: () => USER_SID,
+      verifySignature: () =>
+        new Promise((resolve) => {
+          release = () => resolve({ status: 0, signer: 'Contoso Ltd' });
+        }),
+    };
+    const policy = requireAuthenticode({
+      publisher: 'Contoso Ltd',
+      bindings: stuck,
+      timeoutMs: 30,
+    });
+    const decision = await policy.check(peer());
+    expect(decision.allowed).toBe(false);
+    if (!decision.allowed) expect(decision.reason).toMatch(/timed out after 30 ms/);
+    release?.(); // the late result is dropped
+  });
+
   it('bounds its cache', async () => {
     fake.signatures.set(IMAGES.cli, { status: 0, signer: 'Contoso Ltd' });
     const policy = requireAuthenticode({ publisher: 'Contoso Ltd', bindings: fake, maxCached: 2 });
@@ -185,6 +263,9 @@ describe('requireAuthenticode', () => {
     invalid(() => requireAuthenticode({ publisher: /^Contoso/ }));
     invalid(() => requireAuthenticode({ publisher: /^Contoso\$/ }));
     invalid(() => requireAuthenticode({ publisher: 'Contoso', maxCached: -1 }));
+    invalid(() => requireAuthenticode({ publisher: 'Contoso', timeoutMs: 0 }));
+    invalid(() => requireAuthenticode({ publisher: 'Contoso', timeoutMs: Number.NaN }));
+    invalid(() => requireAuthenticode({ publisher: 'Contoso', timeoutMs: '10' as never }));
   });
 
   it('composes with sameUserSid, both directions alike', async () => {

@@ -193,8 +193,20 @@ export interface Win32Bindings {
   /** The `FileDescription` of an executable's version resource ("Windows Terminal"), or `undefined`. */
   fileDescription(path: string): string | undefined;
 
-  /** `WinVerifyTrust` (Authenticode, `WINTRUST_ACTION_GENERIC_VERIFY_V2`, no UI) on a file. */
-  verifySignature(path: string): SignatureCheck;
+  /**
+   * `WinVerifyTrust` (Authenticode, `WINTRUST_ACTION_GENERIC_VERIFY_V2`, no UI, cached URLs
+   * only) on a file, and the signer's name when it is trusted. The verification hashes the whole
+   * file (≈0.6 s for node.exe), so it runs on a libuv worker thread: the event loop (an
+   * Electron main thread) stays responsive and concurrent checks run in parallel.
+   *
+   * Aborting `signal` rejects at once; the native call cannot be interrupted and finishes on its
+   * worker thread (its result is then discarded and its state closed).
+   *
+   * @throws {@link Win32Error} when koffi cannot start the call (too many native calls queued),
+   * `ERR_ABORTED` / `ERR_TIMEOUT` on `signal`. A file that is unsigned, tampered with or not
+   * trusted is not an error: it resolves with that HRESULT as `status`.
+   */
+  verifySignature(path: string, options?: { signal?: AbortSignal }): Promise<SignatureCheck>;
   /** Windows Hello (WinRT). */
   readonly userConsent: UserConsentBindings;
 }
@@ -230,6 +242,31 @@ type Library = ReturnType<Koffi['load']>;
 type Out<T> = [T];
 /** A pointer koffi returned: `null` for NULL. */
 type Pointer = bigint | null;
+/**
+ * A koffi function that can also run on a libuv worker thread: `.async(...args, callback)`.
+ * koffi keeps no reference to the arguments of an async call: the caller keeps every Buffer
+ * alive until the callback.
+ */
+type NativeFunction<F extends (...args: never[]) => unknown> = F & {
+  async(...args: [...Parameters<F>, (error: unknown, result: ReturnType<F>) => void]): void;
+};
+
+/**
+ * The last buffers handed to {@link holdReachable}. Storing them is a side effect the compiler
+ * cannot drop, so they stay reachable at least until that point (and until the next call).
+ */
+const retained: { values: readonly unknown[] } = { values: [] };
+
+/**
+ * Keeps `values` reachable up to this call. For buffers native code reads only through
+ * addresses written into other buffers (WINTRUST_DATA → WINTRUST_FILE_INFO → the path), or a
+ * pointer into a buffer (a SID inside TOKEN_USER): nothing else holds them, and a collection
+ * before the native call would free memory it is about to read. Call it after the last native
+ * call that reads them.
+ */
+function holdReachable(...values: unknown[]): void {
+  retained.values = values;
+}
 
 const debug = createLog('bridgekeeper:win32');
 
@@ -451,7 +488,7 @@ interface Version {
 }
 
 interface Trust {
-  WinVerifyTrust(window: null, action: Buffer, data: Buffer): number;
+  WinVerifyTrust: NativeFunction<(window: null, action: Buffer, data: Buffer) => number>;
   WTHelperProvDataFromStateData(state: bigint): Pointer;
   WTHelperGetProvSignerFromChain(
     providerData: bigint,
@@ -690,8 +727,11 @@ function createWin32Bindings(
     // TOKEN_USER { SID_AND_ATTRIBUTES User { PSID Sid; … } }: the SID lies inside `info`.
     const sid = info.readBigUInt64LE(0);
     const text: Out<Pointer> = [null];
-    if (!advapi.ConvertSidToStringSidW(sid, text) || isNull(text[0])) {
-      throw win32Error('ConvertSidToStringSidW', lastError(), 'Formatting the token user SID');
+    const converted = advapi.ConvertSidToStringSidW(sid, text);
+    const error = converted ? 0 : lastError();
+    holdReachable(info); // `sid` points into `info`: reachable until ConvertSidToStringSidW returned
+    if (!converted || isNull(text[0])) {
+      throw win32Error('ConvertSidToStringSidW', error, 'Formatting the token user SID');
     }
     try {
       return readWideString(text[0]);
@@ -1360,7 +1400,14 @@ function createWin32Bindings(
       return undefined;
     },
 
-    verifySignature(path) {
+    verifySignature(path, options = {}) {
+      const { signal } = options;
+      const doing = `Verifying the signature of ${path}`;
+      try {
+        throwIfAborted(signal, doing);
+      } catch (error) {
+        return Promise.reject(error);
+      }
       const file = Buffer.from(`${path}\0`, 'utf16le');
       const fileInfo = Buffer.alloc(WINTRUST_FILE_INFO_SIZE);
       fileInfo.writeUInt32LE(WINTRUST_FILE_INFO_SIZE, 0);
@@ -1373,14 +1420,65 @@ function createWin32Bindings(
       data.writeBigUInt64LE(koffi.address(fileInfo), 40);
       data.writeUInt32LE(WTD_STATEACTION_VERIFY, 48);
       data.writeUInt32LE(WTD_CACHE_ONLY_URL_RETRIEVAL, 72);
-      const status = trust.WinVerifyTrust(null, WINTRUST_ACTION_GENERIC_VERIFY_V2, data) >>> 0;
-      try {
-        if (status !== 0) return { status };
-        const signer = signerName(data.readBigUInt64LE(WTD_STATE_DATA_OFFSET));
-        return signer === undefined ? { status } : { status, signer };
-      } finally {
-        data.writeUInt32LE(WTD_STATEACTION_CLOSE, 48);
-        trust.WinVerifyTrust(null, WINTRUST_ACTION_GENERIC_VERIFY_V2, data);
+      return new Promise<SignatureCheck>((resolve, reject) => {
+        let settled = false;
+        const settle = (finish: () => void): void => {
+          if (settled) return;
+          settled = true;
+          signal?.removeEventListener('abort', onAbort);
+          finish();
+        };
+        // The worker thread cannot be interrupted: an abort only stops waiting for it.
+        const onAbort = (): void => settle(() => reject(abortError(signal!, doing)));
+        // Runs on the JS thread once the worker thread's WinVerifyTrust returned.
+        const verified = (error: unknown, result: number): void => {
+          if (error !== null && error !== undefined) {
+            // koffi did not run the call: there is no state to close.
+            holdReachable(file, fileInfo, data);
+            debug('WinVerifyTrust.async failed: %O', error);
+            settle(() => reject(callFailed(error)));
+            return;
+          }
+          let check: SignatureCheck | undefined;
+          let failure: unknown;
+          try {
+            const status = result >>> 0;
+            if (status !== 0 || settled) check = { status };
+            else {
+              const signer = signerName(data.readBigUInt64LE(WTD_STATE_DATA_OFFSET));
+              check = signer === undefined ? { status } : { status, signer };
+            }
+          } catch (caught) {
+            failure = caught;
+          } finally {
+            // Frees the state VERIFY kept (fast: no file or network access).
+            data.writeUInt32LE(WTD_STATEACTION_CLOSE, 48);
+            trust.WinVerifyTrust(null, WINTRUST_ACTION_GENERIC_VERIFY_V2, data);
+            // Every buffer WinVerifyTrust read, directly or through an address, stays
+            // reachable until VERIFY and CLOSE both returned.
+            holdReachable(file, fileInfo, data);
+          }
+          settle(() => (check === undefined ? reject(failure) : resolve(check)));
+        };
+        try {
+          trust.WinVerifyTrust.async(null, WINTRUST_ACTION_GENERIC_VERIFY_V2, data, verified);
+        } catch (error) {
+          // "Too many asynchronous calls are running", or arguments koffi refused.
+          holdReachable(file, fileInfo, data);
+          reject(callFailed(error));
+          return;
+        }
+        signal?.addEventListener('abort', onAbort, { once: true });
+      });
+
+      function callFailed(error: unknown): Win32Error {
+        return new Win32Error(
+          'WinVerifyTrust',
+          E_UNEXPECTED,
+          `${doing}: koffi could not run WinVerifyTrust on a worker thread (${
+            error instanceof Error ? error.message : String(error)
+          }); try again when fewer checks are running.`,
+        );
       }
     },
 

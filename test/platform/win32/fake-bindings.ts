@@ -74,6 +74,11 @@ function aborted(): Win32Error {
   return error;
 }
 
+/** What the real binding rejects with on an aborted signal. */
+function abortedCheck(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('The check was aborted.');
+}
+
 function answer<T>(script: HelloAnswer<T>, signal: AbortSignal | undefined): Promise<T> {
   if (typeof script === 'function') {
     return (script as (signal: AbortSignal | undefined) => Promise<T>)(signal);
@@ -96,6 +101,16 @@ export class FakeWin32 implements Win32Bindings {
   readonly processes = new Map<number, FakeProcess>();
   readonly descriptions = new Map<string, string | Error>();
   readonly signatures = new Map<string, SignatureCheck | Error>();
+  /**
+   * How long `verifySignature` takes, in ms (a timer: the JS thread stays free, as with the real
+   * worker-thread call); `Infinity` never settles unless aborted.
+   */
+  signatureDelayMs = 0;
+  /** Signature checks running now, and the most that ran at once. */
+  signaturesInFlight = 0;
+  maxSignaturesInFlight = 0;
+  /** The signal each signature check got. */
+  readonly signatureSignals: (AbortSignal | undefined)[] = [];
   /** Pipe handles by fd, with the pids at each end. */
   readonly pipes = new Map<number, { handle: Win32Handle; client: number; server: number }>();
   readonly userConsent = new FakeUserConsent();
@@ -233,9 +248,37 @@ export class FakeWin32 implements Win32Bindings {
     this.#reap(process);
   }
 
-  verifySignature(path: string): SignatureCheck {
+  async verifySignature(
+    path: string,
+    options: { signal?: AbortSignal } = {},
+  ): Promise<SignatureCheck> {
+    const { signal } = options;
     this.#enter('verifySignature', path);
+    this.signatureSignals.push(signal);
+    if (signal?.aborted) throw abortedCheck(signal);
     const check = this.signatures.get(path);
+    this.signaturesInFlight++;
+    this.maxSignaturesInFlight = Math.max(this.maxSignaturesInFlight, this.signaturesInFlight);
+    try {
+      if (this.signatureDelayMs > 0) {
+        await new Promise<void>((resolve, reject) => {
+          const timer = Number.isFinite(this.signatureDelayMs)
+            ? setTimeout(done, this.signatureDelayMs)
+            : undefined;
+          function done(): void {
+            signal?.removeEventListener('abort', onAbort);
+            resolve();
+          }
+          function onAbort(): void {
+            clearTimeout(timer);
+            reject(abortedCheck(signal!));
+          }
+          signal?.addEventListener('abort', onAbort, { once: true });
+        });
+      }
+    } finally {
+      this.signaturesInFlight--;
+    }
     if (check instanceof Error) throw check;
     return check ?? { status: 0x800b0100 };
   }
