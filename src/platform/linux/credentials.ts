@@ -35,7 +35,6 @@
  * @module
  */
 
-import { createHash } from 'node:crypto';
 import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
 import type {
   DeriveCredentialOptions,
@@ -43,6 +42,7 @@ import type {
   SessionCredentialProvider,
   SessionScope,
 } from '../../session/credentials.js';
+import { HostCache, hashSessionId } from '../../session/session-id.js';
 import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import type { LinuxBindings } from './bindings.js';
@@ -96,16 +96,7 @@ function peerUnknown(message: string, cause?: unknown): PeerError {
 }
 
 function hashId(prefix: 'tty' | 'proc', fields: readonly (string | number)[]): string {
-  // Written into one buffer and read back as one flat string: a slice of the hex digest, or
-  // `${prefix}:${hex}`, would be a V8 sliced or cons string keeping its parts alive (~100 bytes
-  // more) for as long as a grant holds the id.
-  const digest = createHash('sha256')
-    .update([ID_DOMAIN, prefix, ...fields.map(String)].join('\0'))
-    .digest();
-  const id = Buffer.allocUnsafe(prefix.length + 1 + 32);
-  id.write(`${prefix}:`, 0, 'latin1');
-  id.write(digest.toString('hex', 0, 16), prefix.length + 1, 'latin1');
-  return id.toString('latin1');
+  return hashSessionId(ID_DOMAIN, prefix, fields);
 }
 
 interface Subject {
@@ -231,34 +222,6 @@ async function deriveSession(
     },
     placement: { scope: 'process', anchorPid: pid },
   };
-}
-
-/**
- * Host names by session id. The id pins the tty, session and leader (or the invoking process)
- * with their start times, so the walk up the process tree that names the host — the costliest
- * part of placing a connection — gives the same answer for every connection of a session.
- */
-class HostCache {
-  static readonly LIMIT = 256;
-  readonly #hosts = new Map<string, string>();
-
-  get(id: string): string | undefined {
-    const host = this.#hosts.get(id);
-    if (host !== undefined) {
-      // Most recently used last, so the oldest goes first when full.
-      this.#hosts.delete(id);
-      this.#hosts.set(id, host);
-    }
-    return host;
-  }
-
-  set(id: string, host: string): void {
-    this.#hosts.set(id, host);
-    if (this.#hosts.size > HostCache.LIMIT) {
-      const oldest = this.#hosts.keys().next().value;
-      if (oldest !== undefined) this.#hosts.delete(oldest);
-    }
-  }
 }
 
 async function toCredential(

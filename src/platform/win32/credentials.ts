@@ -28,7 +28,6 @@
  * @module
  */
 
-import { createHash } from 'node:crypto';
 import { win32 } from 'node:path';
 import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
 import type {
@@ -36,6 +35,7 @@ import type {
   SessionCredential,
   SessionCredentialProvider,
 } from '../../session/credentials.js';
+import { HostCache, hashSessionId } from '../../session/session-id.js';
 import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import type { Win32Bindings, Win32Handle } from './bindings.js';
@@ -77,16 +77,7 @@ function peerUnknown(message: string, cause?: unknown): PeerError {
 }
 
 function hashId(fields: readonly (string | number)[]): string {
-  // Written into one buffer and read back as one flat string, as on Linux: a sliced or cons
-  // string would keep its parts alive for as long as a grant holds the id.
-  const prefix = 'proc';
-  const digest = createHash('sha256')
-    .update([ID_DOMAIN, prefix, ...fields.map(String)].join('\0'))
-    .digest();
-  const id = Buffer.allocUnsafe(prefix.length + 1 + 32);
-  id.write(`${prefix}:`, 0, 'latin1');
-  id.write(digest.toString('hex', 0, 16), prefix.length + 1, 'latin1');
-  return id.toString('latin1');
+  return hashSessionId(ID_DOMAIN, 'proc', fields);
 }
 
 function closeQuietly(bindings: Win32Bindings, handle: Win32Handle): void {
@@ -247,32 +238,6 @@ export async function deriveWin32Session(
     return derive(bindings, peer, options.signal).session;
   } catch (error) {
     throw failClosed(peer.pid, error);
-  }
-}
-
-/**
- * Host names by session id. The id pins the invoking process by pid and creation time, so the
- * walk that names the host gives the same answer for every connection of a session.
- */
-class HostCache {
-  static readonly LIMIT = 256;
-  readonly #hosts = new Map<string, string>();
-
-  get(id: string): string | undefined {
-    const host = this.#hosts.get(id);
-    if (host !== undefined) {
-      this.#hosts.delete(id);
-      this.#hosts.set(id, host);
-    }
-    return host;
-  }
-
-  set(id: string, host: string): void {
-    this.#hosts.set(id, host);
-    if (this.#hosts.size > HostCache.LIMIT) {
-      const oldest = this.#hosts.keys().next().value;
-      if (oldest !== undefined) this.#hosts.delete(oldest);
-    }
   }
 }
 

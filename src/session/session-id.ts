@@ -1,0 +1,60 @@
+/**
+ * Pieces both platforms' session-credential providers share: how a session id is made from its
+ * facts, and the cache of host names per session.
+ *
+ * @module
+ * @internal
+ */
+
+import { createHash } from 'node:crypto';
+
+/**
+ * A session id: `<prefix>:` + the first 32 hex digits of the SHA-256 of the domain, prefix and
+ * fields. The raw fields (tty, pids, start times, boot id, uid or SID) stay out of the id.
+ *
+ * Written into one buffer and read back as one flat string: a slice of the hex digest, or
+ * `${prefix}:${hex}`, would be a V8 sliced or cons string keeping its parts alive (~100 bytes
+ * more) for as long as a grant holds the id.
+ */
+export function hashSessionId(
+  domain: string,
+  prefix: string,
+  fields: readonly (string | number)[],
+): string {
+  const digest = createHash('sha256')
+    .update([domain, prefix, ...fields.map(String)].join('\0'))
+    .digest();
+  const id = Buffer.allocUnsafe(prefix.length + 1 + 32);
+  id.write(`${prefix}:`, 0, 'latin1');
+  id.write(digest.toString('hex', 0, 16), prefix.length + 1, 'latin1');
+  return id.toString('latin1');
+}
+
+/**
+ * Host names by session id. The id pins the session's anchor (terminal and leader, or the
+ * invoking process) with its start time, so the walk up the process tree that names the host —
+ * the costliest part of placing a connection — gives the same answer for every connection of a
+ * session. Bounded; the least recently used goes first.
+ */
+export class HostCache {
+  static readonly LIMIT = 256;
+  readonly #hosts = new Map<string, string>();
+
+  get(id: string): string | undefined {
+    const host = this.#hosts.get(id);
+    if (host !== undefined) {
+      // Most recently used last, so the oldest goes first when full.
+      this.#hosts.delete(id);
+      this.#hosts.set(id, host);
+    }
+    return host;
+  }
+
+  set(id: string, host: string): void {
+    this.#hosts.set(id, host);
+    if (this.#hosts.size > HostCache.LIMIT) {
+      const oldest = this.#hosts.keys().next().value;
+      if (oldest !== undefined) this.#hosts.delete(oldest);
+    }
+  }
+}
