@@ -165,6 +165,13 @@ export {
   prepareEndpointDirectory,
   resolveEndpoint,
 } from './transport/endpoint.js';
+export type { Relay, RelayEvent, RelayListenerOptions, RelayOptions } from './transport/relay.js';
+export {
+  createRelay,
+  RELAY_METHODS,
+  RELAY_PROTOCOL_VERSION,
+  relayListener,
+} from './transport/relay.js';
 export type {
   CloseInfo,
   ConnectTransportOptions,

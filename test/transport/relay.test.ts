@@ -1,0 +1,449 @@
+/**
+ * The relay end to end on Linux over real Unix sockets, with peers identified by the kernel
+ * (SO_PEERCRED through the Linux platform module): a real app server behind the relay, real
+ * clients in this process (`connect()`) and in child processes (raw frames), so that the pid the
+ * app sees is provably the client's and not the relay's.
+ */
+
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
+import type { Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { connect } from '../../src/client.js';
+import type { BridgekeeperError } from '../../src/errors.js';
+import { loadPlatform, type Platform } from '../../src/platform/platform.js';
+import { peerPredicate } from '../../src/policy/peer-policy.js';
+import { ScriptedPromptBackend } from '../../src/prompt/scripted.js';
+import { createServer, type Server } from '../../src/server.js';
+import {
+  createRelay,
+  type Relay,
+  type RelayEvent,
+  relayListener,
+} from '../../src/transport/relay.js';
+import type { Message, Transport, TransportListener } from '../../src/transport/transport.js';
+import { connectUnixSocket, listenUnixSocket, socketFd } from '../../src/transport/unix-socket.js';
+
+const isLinux = process.platform === 'linux';
+
+let dir: string;
+let socketPath: string;
+let platform: Platform;
+const cleanups: (() => unknown)[] = [];
+const children: ChildProcess[] = [];
+
+beforeEach(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'bk-relay-'));
+  chmodSync(dir, 0o700);
+  socketPath = join(dir, 'relay.sock');
+  platform = await loadPlatform();
+});
+
+afterEach(async () => {
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const identify = (socket: Socket) => platform.identifySocketPeer(socketFd(socket)!);
+
+/** The listener, with a record of which accepted transports ever had onMessage called. */
+interface Spied {
+  listener: TransportListener;
+  read: Set<Transport>;
+  accepted: Transport[];
+}
+
+async function listen(): Promise<Spied> {
+  const inner = await listenUnixSocket({
+    path: socketPath,
+    identify,
+    release: (peer) => platform.releasePeer(peer),
+  });
+  const read = new Set<Transport>();
+  const accepted: Transport[] = [];
+  const listener: TransportListener = {
+    address: inner.address,
+    onConnection: (subscriber) =>
+      inner.onConnection((transport) => {
+        accepted.push(transport);
+        const spy = new Proxy(transport, {
+          get(target, key) {
+            if (key === 'onMessage') {
+              return (fn: (m: Message) => void) => {
+                read.add(transport);
+                return target.onMessage(fn);
+              };
+            }
+            const value = Reflect.get(target, key, target);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+        subscriber(spy);
+      }),
+    close: () => inner.close(),
+    [Symbol.asyncDispose]: () => inner.close(),
+  };
+  return { listener, read, accepted };
+}
+
+interface Setup {
+  relay: Relay;
+  events: RelayEvent[];
+  spied: Spied;
+}
+
+async function startRelay(
+  options: { clientPids?: Set<number>; maxPendingMessages?: number } = {},
+): Promise<Setup> {
+  const spied = await listen();
+  const events: RelayEvent[] = [];
+  const relay = createRelay({
+    listener: spied.listener,
+    // Only this very process may be the app; children never.
+    appPolicies: [peerPredicate('is-test-process', (peer) => peer.pid === process.pid)],
+    ...(options.clientPids
+      ? {
+          clientPolicies: [
+            peerPredicate('listed-client', (peer) => options.clientPids!.has(peer.pid ?? -1)),
+          ],
+        }
+      : {}),
+    releasePeer: (peer) => platform.releasePeer(peer),
+    onEvent: (event) => events.push(event),
+    ...(options.maxPendingMessages ? { maxPendingMessages: options.maxPendingMessages } : {}),
+  });
+  cleanups.push(() => relay.close());
+  return { relay, events, spied };
+}
+
+async function connectApp(): Promise<TransportListener> {
+  const transport = await connectUnixSocket(socketPath, { identify });
+  const listener = await relayListener(transport, { signal: AbortSignal.timeout(5000) });
+  cleanups.push(() => transport.destroy());
+  return listener;
+}
+
+async function startApp(): Promise<{
+  server: Server;
+  prompt: ScriptedPromptBackend;
+  listener: TransportListener;
+}> {
+  const prompt = new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) });
+  const server = createServer({ app: 'bk-relay-test', prompt });
+  server.handle(
+    'secret',
+    { account: () => ({ id: 'work', displayName: 'Work' }) },
+    (_params, context) => ({ pid: context.peer?.pid, source: context.peer?.source }),
+  );
+  server.handle('echo', (params) => params);
+  const listener = await connectApp();
+  await server.listen({ listener });
+  cleanups.push(() => server.close());
+  return { server, prompt, listener };
+}
+
+async function connectClient() {
+  const transport = await connectUnixSocket(socketPath, { identify });
+  const client = await connect({ app: 'bk-relay-test', transport });
+  cleanups.push(() => client.close());
+  return client;
+}
+
+/** A client in a child process: sends the given messages as frames, prints every frame it gets. */
+const RAW_CLIENT = `
+const net = require('node:net');
+const [path, ...messages] = process.argv.slice(1);
+const socket = net.connect(path, () => {
+  for (const m of messages) {
+    const body = Buffer.from(m);
+    const head = Buffer.alloc(4);
+    head.writeUInt32BE(body.length);
+    socket.write(Buffer.concat([head, body]));
+  }
+});
+let buffer = Buffer.alloc(0);
+socket.on('data', (chunk) => {
+  buffer = Buffer.concat([buffer, chunk]);
+  while (buffer.length >= 4) {
+    const n = buffer.readUInt32BE(0);
+    if (buffer.length < 4 + n) break;
+    process.stdout.write(buffer.subarray(4, 4 + n).toString() + '\\n');
+    buffer = buffer.subarray(4 + n);
+  }
+});
+socket.on('error', (e) => process.stdout.write(JSON.stringify({ socketError: e.code }) + '\\n'));
+socket.on('close', () => { process.stdout.write('"CLOSED"\\n'); setTimeout(() => process.exit(0), 10); });
+`;
+
+interface RawClient {
+  pid: number;
+  /** Every frame received, up to and including the "CLOSED" marker. */
+  lines: () => unknown[];
+  until: (predicate: (lines: unknown[]) => boolean) => Promise<unknown[]>;
+}
+
+function rawClient(messages: Message[]): RawClient {
+  const child = spawn(
+    process.execPath,
+    ['-e', RAW_CLIENT, socketPath, ...messages.map((m) => JSON.stringify(m))],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  children.push(child);
+  const lines: unknown[] = [];
+  let text = '';
+  const waiters = new Set<() => void>();
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+    text += chunk;
+    let index = text.indexOf('\n');
+    while (index >= 0) {
+      lines.push(JSON.parse(text.slice(0, index)));
+      text = text.slice(index + 1);
+      index = text.indexOf('\n');
+    }
+    for (const wake of waiters) wake();
+  });
+  return {
+    pid: child.pid!,
+    lines: () => lines,
+    until: (predicate) =>
+      new Promise((resolve) => {
+        const check = () => {
+          if (predicate(lines)) {
+            waiters.delete(check);
+            resolve(lines);
+          }
+        };
+        waiters.add(check);
+        check();
+      }),
+  };
+}
+
+const hello = {
+  jsonrpc: '2.0',
+  id: 1,
+  method: 'bridgekeeper.hello',
+  params: { protocol: { min: 1, max: 1 }, client: { name: 'raw' } },
+};
+const closed = (lines: unknown[]) => lines.includes('CLOSED');
+
+describe.skipIf(!isLinux)('relay over Unix sockets', () => {
+  it('passes a request that needs an account from connect() to a real server, which prompts', async () => {
+    await startRelay();
+    const { prompt } = await startApp();
+    const client = await connectClient();
+    const result = (await client.request('secret', {})) as { pid: number; source: string };
+    expect(result).toEqual({ pid: process.pid, source: 'relay:so_peercred' });
+    expect(prompt.requests).toHaveLength(1);
+    expect(prompt.requests[0]!.account.id).toBe('work');
+  });
+
+  it("gives the app the client's own pid, not the relay's (client in another process)", async () => {
+    const { relay } = await startRelay();
+    await startApp();
+    const child = rawClient([hello, { jsonrpc: '2.0', id: 2, method: 'secret', params: {} }]);
+    const lines = await child.until((l) => l.some((m) => (m as Message).id === 2));
+    const answer = lines.find((m) => (m as Message).id === 2) as Message;
+    expect(answer.result).toEqual({ pid: child.pid, source: 'relay:so_peercred' });
+    expect(child.pid).not.toBe(process.pid);
+    expect(relay.channels).toBe(1);
+  });
+
+  it('refuses a client that fails clientPolicies without reading any of its bytes', async () => {
+    const { events, spied } = await startRelay({ clientPids: new Set([process.pid]) });
+    const { server } = await startApp();
+    const connections: unknown[] = [];
+    server.on('connection', (c) => connections.push(c));
+    const child = rawClient([hello, { jsonrpc: '2.0', id: 2, method: 'echo', params: {} }]);
+    const lines = await child.until(closed);
+    expect(lines[0]).toMatchObject({
+      method: 'bridgekeeper.closing',
+      params: { reason: 'peer-rejected', code: 'ERR_PEER_REJECTED' },
+    });
+    expect(lines.filter((m) => (m as Message).id !== undefined)).toEqual([]);
+    const refused = spied.accepted.find((t) => t.peer?.pid === child.pid)!;
+    expect(refused).toBeDefined();
+    expect(spied.read.has(refused)).toBe(false);
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: 'peer-rejected',
+        policy: 'listed-client',
+        code: 'ERR_PEER_REJECTED',
+      }),
+    );
+    expect(connections).toEqual([]);
+  });
+
+  it('does not let a peer that fails appPolicies register as the app', async () => {
+    const { relay, events } = await startRelay();
+    const child = rawClient([
+      { jsonrpc: '2.0', id: 1, method: 'bridgekeeper.relay.register-app', params: { protocol: 1 } },
+    ]);
+    const lines = await child.until(closed);
+    expect(lines[0]).toMatchObject({ id: 1, error: { data: { code: 'ERR_PEER_REJECTED' } } });
+    expect(relay.appConnected).toBe(false);
+    expect(events).toContainEqual(
+      expect.objectContaining({ type: 'peer-rejected', policy: 'app' }),
+    );
+  });
+
+  it('refuses a second app while the first is connected, and keeps serving the first', async () => {
+    const { relay } = await startRelay();
+    await startApp();
+    const second = await connectUnixSocket(socketPath, { identify });
+    await expect(relayListener(second)).rejects.toMatchObject({ code: 'ERR_ALREADY_RUNNING' });
+    expect(second.closed).toBe(true);
+    expect(relay.appConnected).toBe(true);
+    const client = await connectClient();
+    expect(await client.request('echo', { still: 'served' })).toEqual({ still: 'served' });
+  });
+
+  it('closes every client with ERR_APP_UNAVAILABLE when the app disconnects, and refuses new ones', async () => {
+    const { relay } = await startRelay();
+    // The app side without a server: a listener that never answers, so requests stay pending.
+    const appTransport = await connectUnixSocket(socketPath, { identify });
+    const listener = await relayListener(appTransport);
+    const accepted: Transport[] = [];
+    listener.onConnection((t) => {
+      accepted.push(t);
+      t.onMessage(() => {});
+    });
+    const clientTransports = await Promise.all([
+      connectUnixSocket(socketPath, { identify }),
+      connectUnixSocket(socketPath, { identify }),
+    ]);
+    const notices: Message[][] = [[], []];
+    const closes = clientTransports.map(
+      (t, i) =>
+        new Promise<void>((resolve) => {
+          t.onMessage((m) => notices[i]!.push(m));
+          t.onClose(() => resolve());
+        }),
+    );
+    for (const t of clientTransports) t.send(hello);
+    await expect.poll(() => accepted.length).toBe(2);
+    appTransport.destroy();
+    await Promise.all(closes);
+    for (const list of notices) {
+      expect(list).toEqual([
+        {
+          jsonrpc: '2.0',
+          method: 'bridgekeeper.closing',
+          params: expect.objectContaining({ code: 'ERR_APP_UNAVAILABLE' }),
+        },
+      ]);
+    }
+    await expect.poll(() => relay.appConnected).toBe(false);
+    expect(relay.channels).toBe(0);
+    // A new client now: told the app is not running.
+    await expect(connectClient()).rejects.toMatchObject({ code: 'ERR_APP_UNAVAILABLE' });
+  });
+
+  it('a connect() client sees ERR_APP_UNAVAILABLE when the app goes away', async () => {
+    await startRelay();
+    const appTransport = await connectUnixSocket(socketPath, { identify });
+    const prompt = new ScriptedPromptBackend({ manual: true });
+    const server = createServer({ app: 'bk-relay-test', prompt });
+    server.handle('secret', { account: () => ({ id: 'work', displayName: 'Work' }) }, () => 'x');
+    await server.listen({ listener: await relayListener(appTransport) });
+    const client = await connectClient();
+    const pending = client.request('secret', {});
+    await prompt.nextPrompt();
+    appTransport.destroy();
+    const error = (await pending.catch((e: unknown) => e)) as BridgekeeperError;
+    expect(error.code).toBe('ERR_APP_UNAVAILABLE');
+    await server.close();
+  });
+
+  it('keeps channels apart and in order', async () => {
+    await startRelay();
+    const listener = await connectApp();
+    // An echo app that tags every answer with the pid and channel it came from.
+    let next = 0;
+    listener.onConnection((t) => {
+      const tag = ++next;
+      t.onMessage((m) => t.send({ ...m, tag }));
+    });
+    const clients = await Promise.all(
+      [0, 1, 2].map(() => connectUnixSocket(socketPath, { identify })),
+    );
+    const received: Message[][] = clients.map(() => []);
+    for (const [i, t] of clients.entries()) t.onMessage((m) => received[i]!.push(m));
+    const COUNT = 300;
+    for (let n = 0; n < COUNT; n++) {
+      for (const [i, t] of clients.entries()) t.send({ client: i, n });
+    }
+    await expect
+      .poll(() => received.map((r) => r.length), { timeout: 10_000 })
+      .toEqual([COUNT, COUNT, COUNT]);
+    received.forEach((list, i) => {
+      expect(list.map((m) => m.client)).toEqual(Array(COUNT).fill(i));
+      expect(list.map((m) => m.n)).toEqual([...Array(COUNT).keys()]);
+      expect(new Set(list.map((m) => m.tag)).size).toBe(1);
+    });
+    expect(new Set(received.map((list) => list[0]!.tag)).size).toBe(3);
+    for (const t of clients) await t.close();
+  });
+
+  it('closes a channel whose messages the app does not take, and only that one', async () => {
+    const { relay } = await startRelay({ maxPendingMessages: 8 });
+    const listener = await connectApp();
+    const app: Transport[] = [];
+    listener.onConnection((t) => {
+      app.push(t);
+      // The first client's channel is never read; the second is echoed.
+      if (app.length === 2) t.onMessage((m) => t.send(m));
+    });
+    const stuck = await connectUnixSocket(socketPath, { identify });
+    const stuckMessages: Message[] = [];
+    const stuckClosed = new Promise<void>((resolve) => stuck.onClose(() => resolve()));
+    stuck.onMessage((m) => stuckMessages.push(m));
+    stuck.send({ n: 0 });
+    await expect.poll(() => app.length).toBe(1);
+    const fine = await connectUnixSocket(socketPath, { identify });
+    const fineMessages: Message[] = [];
+    fine.onMessage((m) => fineMessages.push(m));
+    fine.send({ ok: 1 });
+    await expect.poll(() => fineMessages).toEqual([{ ok: 1 }]);
+    for (let n = 1; n <= 20; n++) if (!stuck.closed) stuck.send({ n });
+    await stuckClosed;
+    expect(stuckMessages).toEqual([
+      expect.objectContaining({
+        method: 'bridgekeeper.closing',
+        params: expect.objectContaining({ code: 'ERR_SEND_BUFFER_FULL' }),
+      }),
+    ]);
+    await expect.poll(() => app[0]!.closed).toBe(true);
+    fine.send({ ok: 2 });
+    await expect.poll(() => fineMessages).toEqual([{ ok: 1 }, { ok: 2 }]);
+    expect(relay.channels).toBe(1);
+    await fine.close();
+  });
+
+  it('closes the app side when a client closes, and the client when the app side closes', async () => {
+    const { relay } = await startRelay();
+    const listener = await connectApp();
+    const app: Transport[] = [];
+    listener.onConnection((t) => {
+      app.push(t);
+      t.onMessage((m) => {
+        if (m.bye) void t.close();
+      });
+    });
+    const a = await connectUnixSocket(socketPath, { identify });
+    a.send({ hi: 1 });
+    await expect.poll(() => app.length).toBe(1);
+    const appClose = new Promise((resolve) => app[0]!.onClose(resolve));
+    await a.close();
+    expect(await appClose).toEqual({ local: false });
+    const b = await connectUnixSocket(socketPath, { identify });
+    const bClosed = new Promise((resolve) => b.onClose(resolve));
+    b.onMessage(() => {});
+    b.send({ bye: true });
+    await bClosed;
+    await expect.poll(() => relay.channels).toBe(0);
+  });
+});
