@@ -168,6 +168,7 @@ export {
 export type { Relay, RelayEvent, RelayListenerOptions, RelayOptions } from './transport/relay.js';
 export {
   createRelay,
+  DEFAULT_RELAY_MAX_PENDING,
   RELAY_METHODS,
   RELAY_PROTOCOL_VERSION,
   relayListener,
