@@ -41,6 +41,12 @@ export type {
   WindowsPolicyBindings,
 } from './policy/authenticode.js';
 export { requireAuthenticode, sameUserSid } from './policy/authenticode.js';
+export type {
+  CodeSignatureBindings,
+  CodeSignatureCheck,
+  RequireCodeSignatureOptions,
+} from './policy/code-signature.js';
+export { requireCodeSignature } from './policy/code-signature.js';
 export { allOf, anyOf } from './policy/compose.js';
 export type {
   AllowExecutablesOptions,
@@ -165,6 +171,14 @@ export {
   prepareEndpointDirectory,
   resolveEndpoint,
 } from './transport/endpoint.js';
+export type { LaunchdAgentPlistOptions } from './transport/launchd.js';
+export {
+  BUNDLE_LAUNCH_AGENTS_DIRECTORY,
+  isValidLaunchdLabel,
+  LAUNCH_AGENTS_DIRECTORY,
+  launchdAgentPlist,
+  launchdAgentPlistPath,
+} from './transport/launchd.js';
 export type { Relay, RelayEvent, RelayListenerOptions, RelayOptions } from './transport/relay.js';
 export {
   createRelay,

@@ -83,6 +83,10 @@ export function loadPlatform(): Promise<Platform> {
         const linux = await import('./linux/index.js');
         return linux.createLinuxPlatform();
       }
+      case 'darwin': {
+        const darwin = await import('./darwin/index.js');
+        return darwin.createDarwinPlatform();
+      }
       case 'win32': {
         const win32 = await import('./win32/index.js');
         return win32.createWin32Platform();

@@ -7,6 +7,10 @@
  * only a Mac can tell that.
  */
 
+import type {
+  CodeRequirementCheck,
+  DarwinBindings,
+} from '../../../src/platform/darwin/bindings.js';
 import type { DarwinProcessReader } from '../../../src/platform/darwin/credentials.js';
 import {
   COMM_BYTES,
@@ -183,4 +187,70 @@ export class FakeDarwin implements DarwinProcessReader {
   bootSessionUuid(): string | undefined {
     return this.boot;
   }
+}
+
+/**
+ * Writes a 32-byte `audit_token_t` naming `pid` (`val[5]`), with `euid` (`val[1]`) and
+ * `pidversion` (`val[7]`).
+ */
+export function auditToken(
+  pid: number,
+  options: { euid?: number; pidversion?: number } = {},
+): Buffer {
+  const token = Buffer.alloc(32);
+  token.writeUInt32LE(options.euid ?? 501, 4);
+  token.writeInt32LE(pid, 20);
+  token.writeInt32LE(options.pidversion ?? 7, 28);
+  return token;
+}
+
+/**
+ * {@link FakeDarwin} with connected sockets and Security.framework: the whole `DarwinBindings`.
+ * `sockets` maps an fd to the peer pid and token; `codeRequirement` decides requirement checks.
+ */
+export class FakeDarwinBindings extends FakeDarwin implements DarwinBindings {
+  readonly sockets = new Map<number, { pid: number; token: Buffer }>();
+  /** Answers `checkCodeRequirement`; allows everything by default. */
+  codeRequirement: (token: Buffer, requirement: string) => CodeRequirementCheck = () => ({
+    ok: true,
+    status: 0,
+  });
+  /** Called during `executablePath`, to change the table mid-identification. */
+  onPath: ((pid: number) => void) | undefined;
+  readonly checks: Array<{ token: Buffer; requirement: string }> = [];
+
+  connect(fd: number, pid: number, token = auditToken(pid)): void {
+    this.sockets.set(fd, { pid, token });
+  }
+
+  getPeerPid(fd: number): number {
+    const socket = this.sockets.get(fd);
+    if (!socket) throw new Error(`EBADF: fd ${fd}`);
+    return socket.pid;
+  }
+
+  getPeerToken(fd: number): Buffer {
+    const socket = this.sockets.get(fd);
+    if (!socket) throw new Error(`EBADF: fd ${fd}`);
+    return Buffer.from(socket.token);
+  }
+
+  override executablePath(pid: number): string | undefined {
+    this.onPath?.(pid);
+    return super.executablePath(pid);
+  }
+
+  checkCodeRequirement(token: Buffer, requirement: string): CodeRequirementCheck {
+    this.checks.push({ token: Buffer.from(token), requirement });
+    return this.codeRequirement(token, requirement);
+  }
+
+  readonly localAuthentication = {
+    canEvaluatePolicy(): never {
+      throw new Error('not faked');
+    },
+    evaluatePolicy(): Promise<never> {
+      return Promise.reject(new Error('not faked'));
+    },
+  };
 }
