@@ -45,6 +45,7 @@ import type {
   PromptOutcome,
   PromptRequest,
 } from './prompt-backend.js';
+import { ABORTED, cleanPromptText, untilAborted } from './prompt-text.js';
 
 const debug = createLog('bridgekeeper:local-authentication');
 
@@ -501,7 +502,7 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
         'localAuthenticationPromptBackend: reason(request) must return a string.',
       );
     }
-    const cleaned = clean(text, MAX_REASON_LENGTH);
+    const cleaned = cleanPromptText(text, MAX_REASON_LENGTH);
     // An empty reason asks the person to agree to nothing in particular: use the default.
     return cleaned === '' ? localAuthenticationReason(request) : cleaned;
   }
@@ -532,16 +533,16 @@ const UNSUPPORTED =
 export function localAuthenticationReason(
   request: Pick<PromptRequest, 'account' | 'process' | 'unlocks'>,
 ): string {
-  const account = clean(request.account?.displayName ?? '', 100) || 'an account';
+  const account = cleanPromptText(request.account?.displayName ?? '', 100) || 'an account';
   let text = `allow ${describeProcess(request.process)} to use “${account}”`;
   if (request.unlocks) text += ' (this also unlocks the app)';
-  return clean(text, MAX_REASON_LENGTH);
+  return cleanPromptText(text, MAX_REASON_LENGTH);
 }
 
 function describeProcess(process: ProcessDescription | undefined): string {
   // 60 + 60 + 100 for the account: the whole stays under 300, so the end is never cut off.
-  const host = clean(process?.host ?? '', 60);
-  const program = clean(process?.program ?? '', 60);
+  const host = cleanPromptText(process?.host ?? '', 60);
+  const program = cleanPromptText(process?.program ?? '', 60);
   if (program !== '' && host !== '' && program !== host) return `${program} in ${host}`;
   return host || program || 'a process';
 }
@@ -608,49 +609,9 @@ function failure(error: unknown): BridgekeeperError {
   });
 }
 
-const ABORTED = Symbol('aborted');
-
 /** A signal that never fires, for bindings that always want one. */
 function neverAborted(): AbortSignal {
   return new AbortController().signal;
-}
-
-/** Resolves like `promise`, or rejects with {@link ABORTED} as soon as `signal` fires. */
-async function untilAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  if (signal.aborted) throw ABORTED;
-  let onAbort: () => void = () => {};
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(ABORTED);
-    signal.addEventListener('abort', onAbort, { once: true });
-  });
-  try {
-    return await Promise.race([promise, aborted]);
-  } finally {
-    signal.removeEventListener('abort', onAbort);
-  }
-}
-
-/** Marks and embeddings/isolates that reorder text: U+200E/F, U+202A–U+202E, U+2066–U+2069. */
-const BIDI_CONTROLS: ReadonlySet<number> = new Set([
-  0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069,
-]);
-
-/**
- * One line of plain text: no control characters (a newline could fake lines in the sheet), no
- * bidirectional overrides (they can reorder what the person reads), bounded length.
- */
-function clean(value: string, max: number): string {
-  let text = '';
-  for (const char of String(value)) {
-    const code = char.codePointAt(0) ?? 0;
-    if (BIDI_CONTROLS.has(code)) continue;
-    const control =
-      code < 0x20 || (code >= 0x7f && code <= 0x9f) || code === 0x2028 || code === 0x2029;
-    text += control ? ' ' : char;
-  }
-  const chars = [...text.replace(/\s+/g, ' ').trim()];
-  return chars.length > max ? `${chars.slice(0, max - 1).join('')}…` : chars.join('');
 }
 
 function safeJson(value: unknown): string {

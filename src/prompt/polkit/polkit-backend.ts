@@ -33,6 +33,7 @@ import type {
   PromptOutcome,
   PromptRequest,
 } from '../prompt-backend.js';
+import { cleanPromptText } from '../prompt-text.js';
 import { isValidPolkitActionId, polkitActionFilePath } from './action-file.js';
 import {
   ALLOW_USER_INTERACTION,
@@ -626,30 +627,9 @@ function describeClaims(claims: ClientClaims | undefined): string | undefined {
   return parts.length === 0 ? undefined : parts.join('; ');
 }
 
-/**
- * One line of plain text: no control characters (a newline could fake lines in the dialog), no
- * bidirectional overrides (they can reorder what the person reads), bounded length.
- */
+/** One line of plain text for the dialog, bounded (see cleanPromptText). */
 function clean(value: string): string {
-  let text = '';
-  for (const char of String(value)) {
-    const code = char.codePointAt(0) ?? 0;
-    if (BIDI_CONTROLS.has(code)) continue;
-    text += isLineBreakOrControl(code) ? ' ' : char;
-  }
-  const chars = [...text.replace(/\s+/g, ' ').trim()];
-  return chars.length > MAX_DETAIL_LENGTH
-    ? `${chars.slice(0, MAX_DETAIL_LENGTH - 1).join('')}…`
-    : chars.join('');
-}
-
-/** Marks and embeddings/isolates that reorder text: U+200E/F, U+202A–U+202E, U+2066–U+2069. */
-const BIDI_CONTROLS: ReadonlySet<number> = new Set([
-  0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069,
-]);
-
-function isLineBreakOrControl(code: number): boolean {
-  return code < 0x20 || (code >= 0x7f && code <= 0x9f) || code === 0x2028 || code === 0x2029;
+  return cleanPromptText(value, MAX_DETAIL_LENGTH);
 }
 
 /** Whether polkit takes details from this process for an action with this owner annotation. */
