@@ -18,7 +18,7 @@
  *
  * Protocol between the relay and the app (JSON-RPC 2.0 over the app's connection):
  * - app → relay, first message, a request:
- *   `{"jsonrpc":"2.0","id":1,"method":"bridgekeeper.relay.register-app","params":{"protocol":1}}`
+ *   `{"jsonrpc":"2.0","id":1,"method":"bridgekeeper.relay.register-app","params":{"protocol":1,"maxFrameBytes":1048576}}`
  *   answered `{"jsonrpc":"2.0","id":1,"result":{"protocol":1,"maxPendingMessages":1024}}`, or with
  *   an error (`data.code` `ERR_PEER_REJECTED`, `ERR_ALREADY_RUNNING`, `ERR_UNSUPPORTED_VERSION`)
  *   after which the relay closes the connection.
@@ -151,7 +151,17 @@ interface Channel {
   readonly id: number;
   readonly client: Peer;
   pending: number;
+  /** Sizes (bytes) of the unacknowledged messages, oldest first. */
+  readonly pendingSizes: number[];
+  pendingBytes: number;
 }
+
+/** Unacknowledged bytes one channel may have: a client within its message count cannot fill the app's connection. */
+const MAX_PENDING_BYTES_PER_CHANNEL = 4 * 1024 * 1024;
+/** Unacknowledged bytes of all channels together: half of what the app's connection buffers before it is dropped. */
+const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** The frame size the app receives when it does not say (Bridgekeeper's default). */
+const DEFAULT_APP_MAX_FRAME_BYTES = 1024 * 1024;
 
 function checkCount(name: string, value: number | undefined, fallback: number): number {
   const result = value ?? fallback;
@@ -214,6 +224,10 @@ class RelayImpl implements Relay {
   readonly #peers = new Set<Peer>();
   readonly #channels = new Map<number, Channel>();
   #app: Peer | undefined;
+  /** The largest frame the registered app accepts (it says so when it registers). */
+  #appMaxFrameBytes = DEFAULT_APP_MAX_FRAME_BYTES;
+  /** Unacknowledged bytes of every channel together. */
+  #pendingBytes = 0;
   #nextChannel = 1;
   #closing: Promise<void> | undefined;
 
@@ -418,8 +432,13 @@ class RelayImpl implements Relay {
       );
       return;
     }
+    const announced = paramsOf(message)?.maxFrameBytes;
     peer.role = 'app';
     this.#app = peer;
+    this.#appMaxFrameBytes =
+      typeof announced === 'number' && Number.isSafeInteger(announced) && announced > 0
+        ? announced
+        : DEFAULT_APP_MAX_FRAME_BYTES;
     peer.transport.send(
       resultResponse(id, {
         protocol: RELAY_PROTOCOL_VERSION,
@@ -457,7 +476,13 @@ class RelayImpl implements Relay {
       });
       return;
     }
-    const channel: Channel = { id: this.#nextChannel++, client: peer, pending: 0 };
+    const channel: Channel = {
+      id: this.#nextChannel++,
+      client: peer,
+      pending: 0,
+      pendingSizes: [],
+      pendingBytes: 0,
+    };
     try {
       app.transport.send(
         notification(RELAY_METHODS.open, { channel: channel.id, peer: relayedPeer(identity) }),
@@ -486,10 +511,38 @@ class RelayImpl implements Relay {
       return;
     }
     const app = this.#app;
+    const envelope = notification(RELAY_METHODS.message, { channel: channel.id, message });
+    // Measured here, against the APP's frame limit and the bytes waiting for it: a frame the app
+    // cannot take, or a burst that would overflow its connection, closes this client only —
+    // never the app's connection, which every other client shares.
+    const bytes = Buffer.byteLength(JSON.stringify(envelope)) + 4;
+    if (bytes > this.#appMaxFrameBytes) {
+      this.#closeChannel(channel, true, {
+        reason: 'protocol-error',
+        code: 'ERR_FRAME_TOO_LARGE',
+        message: `A message of ${bytes} bytes is too large for the app (at most ${this.#appMaxFrameBytes} through the relay). Send smaller messages.`,
+      });
+      return;
+    }
+    if (
+      channel.pendingBytes + bytes > MAX_PENDING_BYTES_PER_CHANNEL ||
+      this.#pendingBytes + bytes > MAX_PENDING_BYTES
+    ) {
+      debug('channel %d: %d bytes unacknowledged, closing it', channel.id, channel.pendingBytes);
+      this.#closeChannel(channel, true, {
+        reason: 'overloaded',
+        code: 'ERR_SEND_BUFFER_FULL',
+        message: `The app is not keeping up: ${channel.pendingBytes} bytes of this client wait for it. Send less at once.`,
+      });
+      return;
+    }
     try {
       if (!app) throw createError('ERR_TRANSPORT_CLOSED', 'No app.');
-      app.transport.send(notification(RELAY_METHODS.message, { channel: channel.id, message }));
+      app.transport.send(envelope);
       channel.pending++;
+      channel.pendingSizes.push(bytes);
+      channel.pendingBytes += bytes;
+      this.#pendingBytes += bytes;
     } catch (error) {
       const tooLarge = isCode(error, 'ERR_FRAME_TOO_LARGE');
       this.#closeChannel(
@@ -504,6 +557,15 @@ class RelayImpl implements Relay {
           : APP_GONE,
       );
     }
+  }
+
+  /** Forgets the sizes of `count` acknowledged (or dropped) messages of a channel. */
+  #forgetPending(channel: Channel, count: number): void {
+    const sizes = channel.pendingSizes.splice(0, count);
+    let freed = 0;
+    for (const size of sizes) freed += size;
+    channel.pendingBytes -= freed;
+    this.#pendingBytes -= freed;
   }
 
   #fromApp(app: Peer, message: Message): void {
@@ -529,6 +591,7 @@ class RelayImpl implements Relay {
       const count = params?.count;
       if (typeof count === 'number' && Number.isSafeInteger(count) && count > 0) {
         channel.pending = Math.max(0, channel.pending - count);
+        this.#forgetPending(channel, count);
       }
       return;
     }
@@ -563,6 +626,7 @@ class RelayImpl implements Relay {
   /** Ends a channel once: tells the app (unless it closed it), sends `notice` to the client, closes it. */
   #closeChannel(channel: Channel, tellApp: boolean, notice?: ClosingNoticeParams): void {
     if (!this.#channels.delete(channel.id)) return;
+    this.#forgetPending(channel, channel.pendingSizes.length);
     const app = this.#app;
     if (tellApp && app && !app.transport.closed) {
       try {
@@ -655,9 +719,17 @@ export interface RelayListenerOptions {
   /**
    * Checks of the relay process (`transport.peer`) before anything is sent to it: the app
    * trusts the relay's word on who each client is, so it must know the relay is the real one
-   * (a code-signing requirement, `allowExecutables`). Default: `[sameUser()]`.
+   * (a code-signing requirement, `allowExecutables`). Required and non-empty: with only the
+   * same-user check, any process of the user could pose as the relay and announce clients with
+   * another process's identity. The same user is checked as well, always.
    */
-  relayPolicies?: readonly PeerPolicy[];
+  relayPolicies: readonly PeerPolicy[];
+  /**
+   * The largest frame the app's connection to the relay accepts (its `maxFrameBytes`), told to
+   * the relay so that it refuses larger client messages itself instead of sending what would
+   * break the app's connection. Default 1 MiB, Bridgekeeper's default.
+   */
+  maxFrameBytes?: number;
   /** Cancels registering; the transport is destroyed. */
   signal?: AbortSignal;
 }
@@ -980,17 +1052,25 @@ function parsePeer(value: unknown): PeerIdentity | undefined {
  */
 export async function relayListener(
   transport: Transport,
-  options: RelayListenerOptions = {},
+  options: RelayListenerOptions,
 ): Promise<TransportListener> {
-  const { signal } = options;
+  const { signal } = options ?? {};
   try {
+    if (!Array.isArray(options?.relayPolicies) || options.relayPolicies.length === 0) {
+      throw createError(
+        'ERR_INVALID_ARGUMENT',
+        'relayListener needs relayPolicies that say which program the relay is (a code-signing ' +
+          'requirement, allowExecutables): the app takes its word on who each client is, so a ' +
+          'same-user check alone would let any process of the user pose as the relay.',
+      );
+    }
     throwIfAborted(signal, 'Registering with the relay');
     if (transport.closed) {
       throw createError('ERR_APP_UNAVAILABLE', 'The connection to the relay is already closed.');
     }
     const relayPeer = transport.peer;
     const verdict = relayPeer
-      ? await evaluatePolicies(options.relayPolicies ?? [sameUser()], relayPeer)
+      ? await evaluatePolicies([sameUser(), ...options.relayPolicies], relayPeer)
       : ({ allowed: false, policy: 'identity', reason: 'no identity for the relay' } as const);
     if (!verdict.allowed) {
       throw createError(
@@ -1070,7 +1150,12 @@ export async function relayListener(
       resolve(listener);
     });
     try {
-      transport.send(request(1, RELAY_METHODS.registerApp, { protocol: RELAY_PROTOCOL_VERSION }));
+      transport.send(
+        request(1, RELAY_METHODS.registerApp, {
+          protocol: RELAY_PROTOCOL_VERSION,
+          maxFrameBytes: options.maxFrameBytes ?? DEFAULT_APP_MAX_FRAME_BYTES,
+        }),
+      );
     } catch (error) {
       fail(
         isErrorCode((error as { code?: string }).code ?? '')

@@ -119,9 +119,19 @@ async function startRelay(
   return { relay, events, spied };
 }
 
+/** The relay is this test process: the app checks that, as a real app checks the relay's signature. */
+const relayIsThisProcess = peerPredicate(
+  'relay-is-this-process',
+  (peer) => peer.pid === process.pid,
+);
+const relayPolicies = [relayIsThisProcess];
+
 async function connectApp(): Promise<TransportListener> {
   const transport = await connectUnixSocket(socketPath, { identify });
-  const listener = await relayListener(transport, { signal: AbortSignal.timeout(5000) });
+  const listener = await relayListener(transport, {
+    relayPolicies,
+    signal: AbortSignal.timeout(5000),
+  });
   cleanups.push(() => transport.destroy());
   return listener;
 }
@@ -294,7 +304,9 @@ describe.skipIf(!isLinux)('relay over Unix sockets', () => {
     const { relay } = await startRelay();
     await startApp();
     const second = await connectUnixSocket(socketPath, { identify });
-    await expect(relayListener(second)).rejects.toMatchObject({ code: 'ERR_ALREADY_RUNNING' });
+    await expect(relayListener(second, { relayPolicies })).rejects.toMatchObject({
+      code: 'ERR_ALREADY_RUNNING',
+    });
     expect(second.closed).toBe(true);
     expect(relay.appConnected).toBe(true);
     const client = await connectClient();
@@ -305,7 +317,7 @@ describe.skipIf(!isLinux)('relay over Unix sockets', () => {
     const { relay } = await startRelay();
     // The app side without a server: a listener that never answers, so requests stay pending.
     const appTransport = await connectUnixSocket(socketPath, { identify });
-    const listener = await relayListener(appTransport);
+    const listener = await relayListener(appTransport, { relayPolicies });
     const accepted: Transport[] = [];
     listener.onConnection((t) => {
       accepted.push(t);
@@ -348,7 +360,7 @@ describe.skipIf(!isLinux)('relay over Unix sockets', () => {
     const prompt = new ScriptedPromptBackend({ manual: true });
     const server = createServer({ app: 'bk-relay-test', prompt });
     server.handle('secret', { account: () => ({ id: 'work', displayName: 'Work' }) }, () => 'x');
-    await server.listen({ listener: await relayListener(appTransport) });
+    await server.listen({ listener: await relayListener(appTransport, { relayPolicies }) });
     const client = await connectClient();
     const pending = client.request('secret', {});
     await prompt.nextPrompt();
@@ -445,5 +457,19 @@ describe.skipIf(!isLinux)('relay over Unix sockets', () => {
     b.send({ bye: true });
     await bClosed;
     await expect.poll(() => relay.channels).toBe(0);
+  });
+});
+
+describe('the app side', () => {
+  it('refuses to trust a relay without relayPolicies (a same-user check alone lets any process pose as the relay)', async () => {
+    const { relay } = await startRelay();
+    void relay;
+    const transport = await connectUnixSocket(socketPath, { identify });
+    cleanups.push(() => transport.destroy());
+    for (const options of [undefined, {}, { relayPolicies: [] }]) {
+      await expect(
+        relayListener(transport, options as unknown as { relayPolicies: [] }),
+      ).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
+    }
   });
 });
