@@ -106,8 +106,8 @@ export type LocalAuthenticationResult =
  * - A result of `{ ok: false, code }` is only ever an `NSError` whose domain is `LAErrorDomain`,
  *   with its `code` unchanged; an error from any other domain, or a missing one on failure, is
  *   not an answer: the call throws (or rejects) with `ERR_PLATFORM`.
- * - Any failure of the machinery itself (a class or selector missing, koffi failing) throws or
- *   rejects with `ERR_PLATFORM`; when the framework or koffi cannot be loaded at all (not
+ * - Any failure of the machinery itself (a class or selector missing, the FFI failing) throws or
+ *   rejects with `ERR_PLATFORM`; when the framework or the FFI cannot be loaded at all (not
  *   macOS), with `ERR_UNSUPPORTED_PLATFORM`. Never a made-up `{ ok: … }`.
  */
 export interface LocalAuthenticationBindings {

@@ -17,7 +17,7 @@
  *
  * Why no launchd-managed socket (`Sockets`): launchd would create the socket file itself, with
  * none of `listenUnixSocket`'s checks (owner, mode 0700, no stale or squatted file), and the relay
- * would need `launch_activate_socket` (libSystem, through koffi) to receive it — a binding that
+ * would need `launch_activate_socket` (libSystem, through the macOS binding module) to receive it — a binding that
  * does not exist and could not be run here. On-demand start is the only thing it would add, and
  * `RunAtLoad` + `KeepAlive` cover that for a small, idle process.
  *

@@ -115,8 +115,11 @@ function expectThrowsCode(fn: () => unknown, code: string): void {
 export function runTransportContract(
   name: string,
   setup: () => Promise<TransportContractFixture>,
+  options: { skipBecause?: string | undefined } = {},
 ): void {
-  describe(`transport contract: ${name}`, () => {
+  const { skipBecause } = options;
+  const title = `transport contract: ${name}${skipBecause ? ` (${skipBecause})` : ''}`;
+  describe.skipIf(skipBecause !== undefined)(title, () => {
     let fixture: TransportContractFixture;
     let accepted: Accepted;
     const opened: Transport[] = [];
