@@ -4,7 +4,6 @@
  * `new net.Socket({ fd })` and the listener's instance pool run for real on Linux. The fuller
  * fake, with its error simulations, is in test/transport/named-pipe.test.ts.
  */
-import { describe, it } from 'vitest';
 import {
   WIN32_ERRORS,
   type Win32Bindings,
