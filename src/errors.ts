@@ -271,6 +271,15 @@ export function createError(
 }
 
 /** True when `code` is one of Bridgekeeper's own codes. */
+/**
+ * The message of anything thrown, for reasons and logs (a non-Error becomes its string).
+ *
+ * @internal
+ */
+export function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
 export function isErrorCode(code: unknown): code is ErrorCode {
   return typeof code === 'string' && Object.hasOwn(ERROR_CODES, code);
 }

@@ -8,7 +8,7 @@
  */
 
 import { win32 } from 'node:path';
-import { createError } from '../errors.js';
+import { createError, errorMessage } from '../errors.js';
 import type { PeerIdentity } from '../transport/transport.js';
 import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
@@ -62,10 +62,6 @@ function reject(reason: string): PolicyDecision {
   return { allowed: false, reason };
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /** A string SID: `S-1-<authority>-<sub>…`. */
 const SID_PATTERN = /^S-1-\d+(-\d+)+$/i;
 
@@ -112,7 +108,7 @@ export function sameUserSid(options: SameUserSidOptions = {}): PeerPolicy {
           expected = bindings.processUserSid('self').toUpperCase();
         } catch (error) {
           debug('sameUserSid: cannot read our own SID: %O', error);
-          return reject(`this process's user SID could not be read (${messageOf(error)})`);
+          return reject(`this process's user SID could not be read (${errorMessage(error)})`);
         }
       }
       if (typeof peer.sid !== 'string' || !SID_PATTERN.test(peer.sid)) {
@@ -367,7 +363,7 @@ export function requireAuthenticode(options: RequireAuthenticodeOptions): PeerPo
         );
       } catch (error) {
         debug('requireAuthenticode: verifying %s failed: %O', path, error);
-        return reject(`the signature of ${path} could not be checked (${messageOf(error)})`);
+        return reject(`the signature of ${path} could not be checked (${errorMessage(error)})`);
       }
       if (check === 'timed out') {
         debug('requireAuthenticode: verifying %s timed out after %d ms', path, timeoutMs);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createError } from '../errors.js';
+import { createError, errorMessage } from '../errors.js';
 import type { PeerIdentity } from '../transport/transport.js';
 import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
@@ -78,10 +78,6 @@ async function loadBindings(
   return defaultBindings;
 }
 
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
 /**
  * Admits only peers whose running code satisfies `requirement`, as Security.framework judges it
  * from the audit token the macOS platform module captured when it identified the connection
@@ -148,7 +144,7 @@ export function requireCodeSignature(options: RequireCodeSignatureOptions): Peer
         result = bindings.checkCodeRequirement(token, requirement);
       } catch (error) {
         debug('code-signature check of pid %s failed: %O', peer.pid, error);
-        return reject(`the code signature could not be checked (${messageOf(error)})`);
+        return reject(`the code signature could not be checked (${errorMessage(error)})`);
       }
       if (typeof result !== 'object' || result === null) {
         return reject('Security.framework gave no answer');

@@ -9,7 +9,7 @@ import { createHash } from 'node:crypto';
 import { readlinkSync, statSync } from 'node:fs';
 import { open, realpath } from 'node:fs/promises';
 import path from 'node:path';
-import { createError } from '../errors.js';
+import { createError, errorMessage } from '../errors.js';
 import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
 
@@ -264,10 +264,6 @@ function reject(reason: string): PolicyDecision {
 
 function short(hash: string): string {
   return `${hash.slice(0, 16)}…`;
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }
 
 /**
@@ -543,7 +539,7 @@ export function allowExecutables(
         try {
           digest = await digestOf(pid, running);
         } catch (error) {
-          return reject(`could not hash the executable of pid ${pid}: ${messageOf(error)}`);
+          return reject(`could not hash the executable of pid ${pid}: ${errorMessage(error)}`);
         }
         if (digest === undefined) {
           return reject(
@@ -573,7 +569,7 @@ export function allowExecutables(
         }
         return { allowed: true };
       } catch (error) {
-        return reject(`could not check the executable of pid ${pid}: ${messageOf(error)}`);
+        return reject(`could not check the executable of pid ${pid}: ${errorMessage(error)}`);
       }
     },
   };

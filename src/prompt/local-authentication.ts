@@ -36,16 +36,21 @@
  * @module
  */
 
-import { BridgekeeperError, createError } from '../errors.js';
+import { BridgekeeperError, createError, errorMessage } from '../errors.js';
 import { createLog } from '../util/log.js';
 import type {
-  ProcessDescription,
   PromptBackend,
   PromptOptions,
   PromptOutcome,
   PromptRequest,
 } from './prompt-backend.js';
-import { ABORTED, cleanPromptText, untilAborted } from './prompt-text.js';
+import {
+  ABORTED,
+  cleanPromptText,
+  customPromptText,
+  processForPrompt,
+  untilAborted,
+} from './prompt-text.js';
 
 const debug = createLog('bridgekeeper:local-authentication');
 
@@ -393,7 +398,7 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
       return {
         available: false,
         problem: 'error',
-        detail: `LocalAuthentication's availability check failed: ${messageOf(error)}`,
+        detail: `LocalAuthentication's availability check failed: ${errorMessage(error)}`,
       };
     }
   }
@@ -495,16 +500,12 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
   }
 
   #reasonFor(request: PromptRequest): string {
-    const text = this.#reason(request);
-    if (typeof text !== 'string') {
-      throw createError(
-        'ERR_INVALID_ARGUMENT',
-        'localAuthenticationPromptBackend: reason(request) must return a string.',
-      );
-    }
-    const cleaned = cleanPromptText(text, MAX_REASON_LENGTH);
-    // An empty reason asks the person to agree to nothing in particular: use the default.
-    return cleaned === '' ? localAuthenticationReason(request) : cleaned;
+    const text = customPromptText(
+      this.#reason(request),
+      MAX_REASON_LENGTH,
+      'localAuthenticationPromptBackend: reason(request)',
+    );
+    return text || localAuthenticationReason(request);
   }
 }
 
@@ -534,17 +535,10 @@ export function localAuthenticationReason(
   request: Pick<PromptRequest, 'account' | 'process' | 'unlocks'>,
 ): string {
   const account = cleanPromptText(request.account?.displayName ?? '', 100) || 'an account';
-  let text = `allow ${describeProcess(request.process)} to use “${account}”`;
+  // 60 + 60 + 100 for the account: the whole stays under 300, so the end is never cut off.
+  let text = `allow ${processForPrompt(request.process, 60) || 'a process'} to use “${account}”`;
   if (request.unlocks) text += ' (this also unlocks the app)';
   return cleanPromptText(text, MAX_REASON_LENGTH);
-}
-
-function describeProcess(process: ProcessDescription | undefined): string {
-  // 60 + 60 + 100 for the account: the whole stays under 300, so the end is never cut off.
-  const host = cleanPromptText(process?.host ?? '', 60);
-  const program = cleanPromptText(process?.program ?? '', 60);
-  if (program !== '' && host !== '' && program !== host) return `${program} in ${host}`;
-  return host || program || 'a process';
 }
 
 /** A canEvaluatePolicy outcome for a code that does not lead to the password policy. */
@@ -604,7 +598,7 @@ function isUnsupported(error: unknown): boolean {
 
 function failure(error: unknown): BridgekeeperError {
   if (error instanceof BridgekeeperError) return error;
-  return createError('ERR_PLATFORM', `LocalAuthentication failed: ${messageOf(error)}`, {
+  return createError('ERR_PLATFORM', `LocalAuthentication failed: ${errorMessage(error)}`, {
     cause: error,
   });
 }
@@ -620,8 +614,4 @@ function safeJson(value: unknown): string {
   } catch {
     return String(value);
   }
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
 }

@@ -6,6 +6,8 @@
  * @internal
  */
 
+import { createError } from '../errors.js';
+
 /** Marks and embeddings/isolates that reorder text: U+200E/F, U+202A–U+202E, U+2066–U+2069. */
 const BIDI_CONTROLS: ReadonlySet<number> = new Set([
   0x200e, 0x200f, 0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069,
@@ -27,6 +29,34 @@ export function cleanPromptText(value: string, max: number): string {
   }
   const chars = [...text.replace(/\s+/g, ' ').trim()];
   return chars.length > max ? `${chars.slice(0, max - 1).join('')}…` : chars.join('');
+}
+
+/**
+ * "program in host" (`node in GNOME Terminal`), or whichever of the two is known, or '' — from
+ * the verified process description only, each part cleaned and at most `partMax` characters.
+ */
+export function processForPrompt(
+  process: { readonly host?: string; readonly program?: string } | undefined,
+  partMax: number,
+): string {
+  const host = cleanPromptText(process?.host ?? '', partMax);
+  const program = cleanPromptText(process?.program ?? '', partMax);
+  if (program !== '' && host !== '' && program !== host) return `${program} in ${host}`;
+  return host || program;
+}
+
+/**
+ * An app-supplied text for a dialog (`message(request)`, `reason(request)`), cleaned and bounded;
+ * '' when it is empty, so the caller uses its default (an empty dialog asks the person to agree
+ * to nothing in particular).
+ *
+ * @throws `ERR_INVALID_ARGUMENT` naming `what` when it is not a string.
+ */
+export function customPromptText(text: unknown, max: number, what: string): string {
+  if (typeof text !== 'string') {
+    throw createError('ERR_INVALID_ARGUMENT', `${what} must return a string.`);
+  }
+  return cleanPromptText(text, max);
 }
 
 /** What {@link untilAborted} rejects with when the signal fires first. */

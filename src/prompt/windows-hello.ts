@@ -28,16 +28,21 @@
  * @module
  */
 
-import { BridgekeeperError, createError } from '../errors.js';
+import { BridgekeeperError, createError, errorMessage } from '../errors.js';
 import { createLog } from '../util/log.js';
 import type {
-  ProcessDescription,
   PromptBackend,
   PromptOptions,
   PromptOutcome,
   PromptRequest,
 } from './prompt-backend.js';
-import { ABORTED, cleanPromptText, untilAborted } from './prompt-text.js';
+import {
+  ABORTED,
+  cleanPromptText,
+  customPromptText,
+  processForPrompt,
+  untilAborted,
+} from './prompt-text.js';
 
 const debug = createLog('bridgekeeper:windows-hello');
 
@@ -269,7 +274,7 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
       return {
         available: false,
         problem: 'error',
-        detail: `Windows Hello's availability check failed: ${messageOf(error)}`,
+        detail: `Windows Hello's availability check failed: ${errorMessage(error)}`,
       };
     }
   }
@@ -361,16 +366,12 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
   }
 
   #messageFor(request: PromptRequest): string {
-    const text = this.#message(request);
-    if (typeof text !== 'string') {
-      throw createError(
-        'ERR_INVALID_ARGUMENT',
-        'windowsHelloPromptBackend: message(request) must return a string.',
-      );
-    }
-    const cleaned = cleanPromptText(text, MAX_MESSAGE_LENGTH);
-    // An empty dialog asks the person to agree to nothing in particular: use the default.
-    return cleaned === '' ? windowsHelloMessage(request) : cleaned;
+    const text = customPromptText(
+      this.#message(request),
+      MAX_MESSAGE_LENGTH,
+      'windowsHelloPromptBackend: message(request)',
+    );
+    return text || windowsHelloMessage(request);
   }
 
   #resolveWindow(): bigint {
@@ -399,16 +400,9 @@ export function windowsHelloMessage(
   request: Pick<PromptRequest, 'account' | 'process' | 'unlocks'>,
 ): string {
   const account = cleanPromptText(request.account?.displayName ?? '', 100) || 'an account';
-  let text = `${describeProcess(request.process)} wants to use “${account}”.`;
+  let text = `${processForPrompt(request.process, 100) || 'A process'} wants to use “${account}”.`;
   if (request.unlocks) text += ' Approving also unlocks the app.';
   return cleanPromptText(text, MAX_MESSAGE_LENGTH);
-}
-
-function describeProcess(process: ProcessDescription | undefined): string {
-  const host = cleanPromptText(process?.host ?? '', 100);
-  const program = cleanPromptText(process?.program ?? '', 100);
-  if (program !== '' && host !== '' && program !== host) return `${program} in ${host}`;
-  return host || program || 'A process';
 }
 
 /** An HWND from a bigint or Electron's native window handle Buffer. */
@@ -484,9 +478,7 @@ function unavailableProblem(error: unknown): 'winrt-missing' | 'unsupported' | u
 
 function failure(error: unknown): BridgekeeperError {
   if (error instanceof BridgekeeperError) return error;
-  return createError('ERR_PLATFORM', `Windows Hello failed: ${messageOf(error)}`, { cause: error });
-}
-
-function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+  return createError('ERR_PLATFORM', `Windows Hello failed: ${errorMessage(error)}`, {
+    cause: error,
+  });
 }

@@ -33,7 +33,7 @@ import type {
   PromptOutcome,
   PromptRequest,
 } from '../prompt-backend.js';
-import { cleanPromptText } from '../prompt-text.js';
+import { cleanPromptText, processForPrompt } from '../prompt-text.js';
 import { isValidPolkitActionId, polkitActionFilePath } from './action-file.js';
 import {
   ALLOW_USER_INTERACTION,
@@ -611,10 +611,7 @@ export function promptDetails(
 }
 
 function describeProcess(process: ProcessDescription | undefined): string {
-  const host = clean(process?.host ?? '');
-  const program = clean(process?.program ?? '');
-  if (program !== '' && host !== '' && program !== host) return clean(`${program} in ${host}`);
-  return host || program || 'a process';
+  return clean(processForPrompt(process, MAX_DETAIL_LENGTH)) || 'a process';
 }
 
 function describeClaims(claims: ClientClaims | undefined): string | undefined {
