@@ -23,10 +23,10 @@ import {
   type Win32Handle,
 } from '../platform/win32/bindings.js';
 import { createLog } from '../util/log.js';
+import { streamTransportFor } from './identified-socket.js';
 import {
   type ConnectionLimits,
   checkStreamTransportOptions,
-  createStreamTransport,
   releaseQuietly,
   type StreamTransportOptions,
   streamLimitsOf,
@@ -431,14 +431,9 @@ class NamedPipeListener implements TransportListener {
     }
     let transport: Transport;
     try {
-      transport = createStreamTransport(
-        socket,
-        peer === undefined ? this.#transportOptions : { ...this.#transportOptions, peer },
-      );
+      transport = streamTransportFor(socket, this.#transportOptions, peer, this.#release);
     } catch (error) {
       debug('dropped a pipe client: %s', (error as Error).message);
-      socket.destroy();
-      releaseQuietly(this.#release, peer);
       return;
     }
     this.#connections.deliver(transport);
@@ -660,15 +655,8 @@ export function connectNamedPipe(
         return;
       }
       try {
-        resolve(
-          createStreamTransport(
-            socket,
-            peer === undefined ? transportOptions : { ...transportOptions, peer },
-          ),
-        );
+        resolve(streamTransportFor(socket, transportOptions, peer, release));
       } catch (error) {
-        socket.destroy();
-        releaseQuietly(release, peer);
         reject(error);
       }
     };

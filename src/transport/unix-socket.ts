@@ -18,10 +18,10 @@ import path from 'node:path';
 import { abortError, createError, throwIfAborted } from '../errors.js';
 import { createLog } from '../util/log.js';
 import { checkSocketFile, checkSocketPathLength, fileSystemHint } from './endpoint.js';
+import { streamTransportFor } from './identified-socket.js';
 import {
   type ConnectionLimits,
   checkStreamTransportOptions,
-  createStreamTransport,
   releaseQuietly,
   type StreamTransportOptions,
   streamLimitsOf,
@@ -255,14 +255,9 @@ class UnixSocketListener implements TransportListener {
     }
     let transport: Transport;
     try {
-      transport = createStreamTransport(
-        socket,
-        peer === undefined ? this.#transportOptions : { ...this.#transportOptions, peer },
-      );
+      transport = streamTransportFor(socket, this.#transportOptions, peer, this.#release);
     } catch (error) {
       debug('dropped a connection: %s', (error as Error).message);
-      socket.destroy();
-      releaseQuietly(this.#release, peer);
       return;
     }
     this.#connections.deliver(transport);
@@ -610,16 +605,15 @@ export function connectUnixSocket(
       let peer: PeerIdentity | undefined;
       try {
         if (identify) peer = identify(socket);
-        resolve(
-          createStreamTransport(
-            socket,
-            peer === undefined ? transportOptions : { ...transportOptions, peer },
-          ),
-        );
       } catch (error) {
+        // identify() keeps what it made when it throws: nothing to release.
         socket.destroy();
-        // Only an identity identify() returned: when it throws, it keeps what it made.
-        releaseQuietly(release, peer);
+        reject(error);
+        return;
+      }
+      try {
+        resolve(streamTransportFor(socket, transportOptions, peer, release));
+      } catch (error) {
         reject(error);
       }
     };
