@@ -6,8 +6,8 @@
  */
 
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdtempSync, rmSync } from 'node:fs';
-import type { Socket } from 'node:net';
+import { chmodSync, mkdtempSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { connect as netConnect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -56,11 +56,12 @@ interface Spied {
   accepted: Transport[];
 }
 
-async function listen(): Promise<Spied> {
+async function listen(maxFrameBytes?: number): Promise<Spied> {
   const inner = await listenUnixSocket({
     path: socketPath,
     identify,
     release: (peer) => platform.releasePeer(peer),
+    ...(maxFrameBytes ? { maxFrameBytes } : {}),
   });
   const read = new Set<Transport>();
   const accepted: Transport[] = [];
@@ -96,9 +97,9 @@ interface Setup {
 }
 
 async function startRelay(
-  options: { clientPids?: Set<number>; maxPendingMessages?: number } = {},
+  options: { clientPids?: Set<number>; maxPendingMessages?: number; maxFrameBytes?: number } = {},
 ): Promise<Setup> {
-  const spied = await listen();
+  const spied = await listen(options.maxFrameBytes);
   const events: RelayEvent[] = [];
   const relay = createRelay({
     listener: spied.listener,
@@ -239,6 +240,33 @@ const hello = {
   params: { protocol: { min: 1, max: 1 }, client: { name: 'raw' } },
 };
 const closed = (lines: unknown[]) => lines.includes('CLOSED');
+
+function frame(message: unknown): Buffer {
+  const body = Buffer.from(JSON.stringify(message));
+  const head = Buffer.alloc(4);
+  head.writeUInt32BE(body.length);
+  return Buffer.concat([head, body]);
+}
+
+/** An app that registers over a raw socket, then reads nothing until told to. */
+async function rawApp(): Promise<Socket> {
+  const socket = netConnect(socketPath);
+  cleanups.push(() => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    socket.once('connect', resolve);
+    socket.once('error', reject);
+  });
+  socket.write(
+    frame({
+      jsonrpc: '2.0',
+      id: 1,
+      method: 'bridgekeeper.relay.register-app',
+      params: { protocol: 1 },
+    }),
+  );
+  await new Promise<void>((resolve) => socket.once('data', () => resolve()));
+  return socket;
+}
 
 describe.skipIf(!isLinux)('relay over Unix sockets', () => {
   it('passes a request that needs an account from connect() to a real server, which prompts', async () => {
@@ -471,5 +499,139 @@ describe('the app side', () => {
         relayListener(transport, options as unknown as { relayPolicies: [] }),
       ).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
     }
+  });
+});
+
+/*
+ * Attacks found in review, each fixed: a same-user process posing as the relay, a client
+ * overflowing the app's shared connection within its message quota, a client frame that fits
+ * the relay but not the app.
+ */
+describe.skipIf(!isLinux)('relay: attacks found in review', () => {
+  it('the app does not take forged client identities from a same-user process posing as the relay', async () => {
+    // A same-user process (the attacker) listens where the app expects its relay.
+    const victim = spawn('sleep', ['30'], { stdio: 'ignore' });
+    children.push(victim);
+    await new Promise((resolve) => victim.once('spawn', resolve));
+    const stat = readFileSync(`/proc/${victim.pid}/stat`, 'utf8');
+    const startTime = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]!;
+    const forged = {
+      pid: victim.pid!,
+      uid: process.getuid!(),
+      gid: process.getgid!(),
+      startTime,
+      executable: readlinkSync(`/proc/${victim.pid}/exe`),
+      source: 'relay:so_peercred',
+    };
+    const fake = await listenUnixSocket({ path: socketPath, identify });
+    cleanups.push(() => fake.close());
+    fake.onConnection((app: Transport) => {
+      app.onMessage((m: Message) => {
+        if (m.method === 'bridgekeeper.relay.register-app') {
+          app.send({ jsonrpc: '2.0', id: m.id, result: { protocol: 1, maxPendingMessages: 1024 } });
+          app.send({
+            jsonrpc: '2.0',
+            method: 'bridgekeeper.relay.open',
+            params: { channel: 1, peer: forged },
+          });
+          for (const message of [hello, { jsonrpc: '2.0', id: 2, method: 'secret', params: {} }]) {
+            app.send({
+              jsonrpc: '2.0',
+              method: 'bridgekeeper.relay.message',
+              params: { channel: 1, message },
+            });
+          }
+        }
+      });
+    });
+
+    const served: number[] = [];
+    const prompt = new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) });
+    const server = createServer({ app: 'bk-relay-review', prompt });
+    server.handle('secret', { account: () => ({ id: 'work', displayName: 'Work' }) }, (_p, ctx) => {
+      served.push(ctx.peer?.pid ?? -1);
+      return 'secret';
+    });
+    cleanups.push(() => server.close());
+    const transport = await connectUnixSocket(socketPath, { identify });
+    cleanups.push(() => transport.destroy());
+    // The app names its relay (here: a pid no fake can have; a real app: a code-signing
+    // requirement); relayListener refuses to run without such a policy at all.
+    const realRelay = peerPredicate('the real relay', (peer) => peer.pid === 0x7fffffff);
+    const registered = await relayListener(transport, { relayPolicies: [realRelay] }).then(
+      (listener) => server.listen({ listener }).then(() => true),
+      () => false,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    // The app must not have served the attacker's request as the victim process.
+    expect({ registered, served }).toEqual({ registered: false, served: [] });
+  });
+
+  it('one client cannot unregister the app (and drop every other client) by a burst within its message quota', async () => {
+    const { relay } = await startRelay();
+    const app = await rawApp();
+    app.pause(); // The app is briefly busy (GC, App Nap, a slow handler) and reads nothing.
+    expect(relay.appConnected).toBe(true);
+
+    const bystander = await connectUnixSocket(socketPath, { identify });
+    cleanups.push(() => bystander.destroy());
+    bystander.onMessage(() => {});
+    bystander.send(hello);
+
+    const flooder = await connectUnixSocket(socketPath, { identify });
+    cleanups.push(() => flooder.destroy());
+    flooder.onMessage(() => {});
+    // 40 messages of 512 KiB: far under maxPendingMessages (1024) and maxFrameBytes (1 MiB).
+    const pad = 'x'.repeat(512 * 1024);
+    // Paced, so the client's own socket never backs up: the relay reads them all.
+    for (let n = 0; n < 40 && !flooder.closed; n++) {
+      flooder.send({ jsonrpc: '2.0', method: 'x', params: { pad } });
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    app.resume();
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    // At worst the flooding client is closed; the app and the other client must stay.
+    expect({ app: relay.appConnected, bystanderOpen: !bystander.closed }).toEqual({
+      app: true,
+      bystanderOpen: true,
+    });
+  });
+
+  it('a client frame that fits the relay but not the app connection closes only that client', async () => {
+    // docs/protocol.md §9: "give the relay's listener a slightly larger maxFrameBytes than the clients'".
+    const { relay } = await startRelay({ maxFrameBytes: 1024 * 1024 + 4096 });
+    const prompt = new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) });
+    const server = createServer({ app: 'bk-relay-review', prompt });
+    server.handle('echo', (params) => params);
+    cleanups.push(() => server.close());
+    const appTransport = await connectUnixSocket(socketPath, { identify }); // default 1 MiB limit
+    cleanups.push(() => appTransport.destroy());
+    await server.listen({
+      listener: await relayListener(appTransport, {
+        relayPolicies: [peerPredicate('relay-is-this-process', (peer) => peer.pid === process.pid)],
+      }),
+    });
+
+    const bystander = await connectUnixSocket(socketPath, { identify });
+    cleanups.push(() => bystander.destroy());
+    bystander.onMessage(() => {});
+    bystander.send(hello);
+    await expect.poll(() => relay.channels).toBe(1);
+
+    // A raw client: a 1 MiB + 1000 byte frame is within the relay's limit, not the app's.
+    const attacker = netConnect(socketPath);
+    cleanups.push(() => attacker.destroy());
+    attacker.on('error', () => {});
+    attacker.on('data', () => {});
+    await new Promise((resolve) => attacker.once('connect', resolve));
+    attacker.write(
+      frame({ jsonrpc: '2.0', method: 'x', params: { pad: 'y'.repeat(1024 * 1024 + 1000) } }),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    expect({ app: relay.appConnected, bystanderOpen: !bystander.closed }).toEqual({
+      app: true,
+      bystanderOpen: true,
+    });
   });
 });
