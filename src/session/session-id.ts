@@ -1,12 +1,33 @@
 /**
- * Pieces both platforms' session-credential providers share: how a session id is made from its
- * facts, and the cache of host names per session.
+ * Pieces every platform's session-credential provider shares: how a session id is made from
+ * its facts, the cache of host names per session, and failing closed.
  *
  * @module
  * @internal
  */
 
 import { createHash } from 'node:crypto';
+import { BridgekeeperError, PeerError } from '../errors.js';
+
+/** `ERR_PEER_UNKNOWN`: the peer cannot be placed in a session (fail closed). */
+export function peerUnknown(message: string, cause?: unknown): PeerError {
+  return new PeerError('ERR_PEER_UNKNOWN', message, cause === undefined ? {} : { cause });
+}
+
+/**
+ * What deriving a session throws: a peer error or an abort as it is, anything else (an OS call
+ * that failed) as `ERR_PEER_UNKNOWN` with it as the cause — never a session on doubt.
+ */
+export function failClosed(pid: number | undefined, error: unknown): BridgekeeperError {
+  if (error instanceof PeerError) return error;
+  if (
+    error instanceof BridgekeeperError &&
+    (error.code === 'ERR_ABORTED' || error.code === 'ERR_TIMEOUT')
+  ) {
+    return error;
+  }
+  return peerUnknown(`Could not place the client process (pid ${pid}) in a session.`, error);
+}
 
 /**
  * A session id: `<prefix>:` + the first 32 hex digits of the SHA-256 of the domain, prefix and

@@ -35,7 +35,7 @@
  */
 
 import { posix } from 'node:path';
-import { BridgekeeperError, PeerError, PlatformError, throwIfAborted } from '../../errors.js';
+import { PlatformError, throwIfAborted } from '../../errors.js';
 import type { ProcessDescription } from '../../prompt/prompt-backend.js';
 import type {
   DeriveCredentialOptions,
@@ -43,7 +43,7 @@ import type {
   SessionCredentialProvider,
   SessionScope,
 } from '../../session/credentials.js';
-import { HostCache, hashSessionId } from '../../session/session-id.js';
+import { failClosed, HostCache, hashSessionId, peerUnknown } from '../../session/session-id.js';
 import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import { hasExited, type KinfoProc, NODEV } from './kinfo.js';
@@ -113,10 +113,6 @@ export interface DarwinSession {
   readonly anchorPid?: number;
   /** Why a narrower scope than the obvious one was chosen, if it was. */
   readonly note?: string;
-}
-
-function peerUnknown(message: string, cause?: unknown): PeerError {
-  return new PeerError('ERR_PEER_UNKNOWN', message, cause === undefined ? {} : { cause });
 }
 
 /**
@@ -428,17 +424,6 @@ function describe(
     pid: session.pid,
     ...(executable === undefined ? {} : { executable }),
   };
-}
-
-function failClosed(pid: number | undefined, error: unknown): BridgekeeperError {
-  if (error instanceof PeerError) return error;
-  if (
-    error instanceof BridgekeeperError &&
-    (error.code === 'ERR_ABORTED' || error.code === 'ERR_TIMEOUT')
-  ) {
-    return error;
-  }
-  return peerUnknown(`Could not place the client process (pid ${pid}) in a session.`, error);
 }
 
 /**

@@ -35,14 +35,14 @@
  * @module
  */
 
-import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
+import { throwIfAborted } from '../../errors.js';
 import type {
   DeriveCredentialOptions,
   SessionCredential,
   SessionCredentialProvider,
   SessionScope,
 } from '../../session/credentials.js';
-import { HostCache, hashSessionId } from '../../session/session-id.js';
+import { failClosed, HostCache, hashSessionId, peerUnknown } from '../../session/session-id.js';
 import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import type { LinuxBindings } from './bindings.js';
@@ -89,10 +89,6 @@ export interface LinuxSession {
   readonly anchorPid?: number;
   /** Why a narrower scope than the obvious one was chosen, if it was. */
   readonly note?: string;
-}
-
-function peerUnknown(message: string, cause?: unknown): PeerError {
-  return new PeerError('ERR_PEER_UNKNOWN', message, cause === undefined ? {} : { cause });
 }
 
 function hashId(prefix: 'tty' | 'proc', fields: readonly (string | number)[]): string {
@@ -238,17 +234,6 @@ async function toCredential(
   });
   if (knownHost === undefined) hosts?.set(id, process.host);
   return { id, scope: result.session.scope, process };
-}
-
-function failClosed(pid: number | undefined, error: unknown): BridgekeeperError {
-  if (error instanceof PeerError) return error;
-  if (
-    error instanceof BridgekeeperError &&
-    (error.code === 'ERR_ABORTED' || error.code === 'ERR_TIMEOUT')
-  ) {
-    return error;
-  }
-  return peerUnknown(`Could not place the client process (pid ${pid}) in a session.`, error);
 }
 
 /**

@@ -29,13 +29,13 @@
  */
 
 import { win32 } from 'node:path';
-import { BridgekeeperError, PeerError, throwIfAborted } from '../../errors.js';
+import { throwIfAborted } from '../../errors.js';
 import type {
   DeriveCredentialOptions,
   SessionCredential,
   SessionCredentialProvider,
 } from '../../session/credentials.js';
-import { HostCache, hashSessionId } from '../../session/session-id.js';
+import { failClosed, HostCache, hashSessionId, peerUnknown } from '../../session/session-id.js';
 import type { PeerIdentity } from '../../transport/transport.js';
 import { createLog } from '../../util/log.js';
 import type { Win32Bindings, Win32Handle } from './bindings.js';
@@ -70,10 +70,6 @@ export interface Win32Session {
   readonly anchorPid: number;
   /** Why the peer itself was chosen, when it was. */
   readonly note?: string;
-}
-
-function peerUnknown(message: string, cause?: unknown): PeerError {
-  return new PeerError('ERR_PEER_UNKNOWN', message, cause === undefined ? {} : { cause });
 }
 
 function hashId(fields: readonly (string | number)[]): string {
@@ -203,17 +199,6 @@ function derive(bindings: Win32Bindings, peer: PeerIdentity, signal?: AbortSigna
   } finally {
     if (owned === undefined) closeQuietly(bindings, handle);
   }
-}
-
-function failClosed(pid: number | undefined, error: unknown): BridgekeeperError {
-  if (error instanceof PeerError) return error;
-  if (
-    error instanceof BridgekeeperError &&
-    (error.code === 'ERR_ABORTED' || error.code === 'ERR_TIMEOUT')
-  ) {
-    return error;
-  }
-  return peerUnknown(`Could not place the client process (pid ${pid}) in a session.`, error);
 }
 
 /**
