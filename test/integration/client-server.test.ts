@@ -101,7 +101,8 @@ function inPty(commandLine: string): Promise<ClientResult[]> {
       output += chunk;
     });
     child.once('error', reject);
-    child.once('exit', () =>
+    // 'close', not 'exit': only then has everything the child wrote been read.
+    child.once('close', () =>
       resolve(
         output
           .split(/\r?\n/)
@@ -159,7 +160,7 @@ describe('real app process, real clients', () => {
           output += chunk;
         });
         child.once('error', reject);
-        child.once('exit', () => resolve(JSON.parse(output) as ClientResult));
+        child.once('close', () => resolve(JSON.parse(output) as ClientResult));
       });
     const first = await startApp();
     const a = await run();

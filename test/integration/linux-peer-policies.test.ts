@@ -177,7 +177,8 @@ function runClient(
   });
   const report = new Promise<ClientReport>((resolve, reject) => {
     child.once('error', reject);
-    child.once('exit', (code) => {
+    // 'close', not 'exit': only then has everything the child wrote been read.
+    child.once('close', (code) => {
       const lines = output.split('\n').filter((line) => line.startsWith('{'));
       const last = lines.at(-1);
       if (!last) {

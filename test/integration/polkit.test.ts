@@ -433,7 +433,8 @@ describe('end to end: a non-root app and CLI, the prompt about the real peer', (
     result?: { peerPid: number };
   }> {
     const client = runAsTestUser([fixture('client.ts'), socket]);
-    await new Promise<void>((resolve) => client.child.once('exit', () => resolve()));
+    // 'close', not 'exit': only then has everything the client wrote been read.
+    await new Promise<void>((resolve) => client.child.once('close', () => resolve()));
     return JSON.parse(client.lines.at(-1) ?? '{}');
   }
 

@@ -49,7 +49,14 @@ export class Child {
   readonly process: ChildProcess;
   readonly messages: Array<Record<string, unknown>> = [];
   readonly lines: Array<Record<string, unknown>> = [];
+  /** Its exit code, once it has exited and everything it wrote has been read. */
   readonly exited: Promise<number | null>;
+  /**
+   * Set once the process has exited AND its stdio and IPC channel are closed: only then can no
+   * message still be on its way. (`exit` can come before the last IPC message is read — a child
+   * that sends "done" and exits at once races its own message.)
+   */
+  closed = false;
   /** Whether it leads its own process group (killed as a group). */
   readonly group: boolean;
   stderr = '';
@@ -76,7 +83,8 @@ export class Child {
       this.stderr += chunk;
     });
     this.exited = new Promise((resolve) => {
-      child.once('exit', (code) => {
+      child.once('close', (code) => {
+        this.closed = true;
         this.#wake();
         resolve(code);
       });
@@ -97,7 +105,7 @@ export class Child {
     for (;;) {
       const found = this.messages.find((message) => message.type === type);
       if (found) return found as T;
-      if (this.process.exitCode !== null || this.process.signalCode !== null) {
+      if (this.closed) {
         throw new Error(
           `child ${this.pid} exited (${this.process.exitCode ?? this.process.signalCode}) before sending "${type}"; stderr: ${this.stderr.slice(-2000)}`,
         );
