@@ -16,10 +16,12 @@
  * size the kernel writes (koffi 3 does not type-check pointers: a wrong one crashes), or
  * CoreFoundation references (`bigint`) this file obtained.
  *
- * Not done yet: {@link DarwinBindings.localAuthentication} needs the Objective-C runtime
- * (`objc_getClass`, `objc_msgSend`) and a reply block from `./blocks.ts`; until it is written,
- * both of its calls fail with `ERR_UNSUPPORTED_PLATFORM`, which the LocalAuthentication backend
- * reports as "no prompt available" — never as a grant.
+ * {@link DarwinBindings.localAuthentication} binds the Objective-C runtime (libobjc), Foundation
+ * and LocalAuthentication.framework on its first use, and builds its reply blocks with
+ * `./blocks.ts` over libSystem's block runtime; the logic is in `./local-authentication.ts`.
+ *
+ * Every C prototype bound here is in {@link DARWIN_DECLARATIONS}, which the tests parse with koffi
+ * on Linux: a typo in a type name fails there, not on a person's Mac.
  *
  * @module
  */
@@ -27,8 +29,10 @@
 import { createError, PlatformError } from '../../errors.js';
 import type { LocalAuthenticationBindings } from '../../prompt/local-authentication.js';
 import { createLog } from '../../util/log.js';
+import { type BlocksKoffi, createBlockFactory } from './blocks.js';
 import type { DarwinProcessReader } from './credentials.js';
 import { type KinfoProc, parseKinfoProc } from './kinfo.js';
+import { createLocalAuthenticationBindings, type ObjCNative } from './local-authentication.js';
 
 const debug = createLog('bridgekeeper:darwin');
 
@@ -104,8 +108,10 @@ export interface DarwinBindings extends DarwinProcessReader {
    */
   checkCodeRequirement(auditToken: Buffer, requirement: string): CodeRequirementCheck;
   /**
-   * `LAContext` calls for the LocalAuthentication prompt backend. **Not implemented yet**: both
-   * calls fail with `ERR_UNSUPPORTED_PLATFORM` (see the module comment).
+   * `LAContext` calls for the LocalAuthentication prompt backend. The Objective-C runtime and the
+   * frameworks are bound on the first call; when they cannot be, both calls fail with
+   * `ERR_UNSUPPORTED_PLATFORM`, which the backend reports as "no prompt available" — never as a
+   * grant.
    */
   readonly localAuthentication: LocalAuthenticationBindings;
 }
@@ -183,7 +189,13 @@ const isNull = (pointer: DarwinPointer): pointer is null => pointer === null || 
  *
  * @internal exported for tests (a fake libSystem); use {@link loadDarwinBindings}.
  */
-export function createDarwinBindings(native: DarwinNative): DarwinBindings {
+export function createDarwinBindings(
+  native: DarwinNative,
+  options: {
+    /** Binds LocalAuthentication on first use; default: every call fails `ERR_UNSUPPORTED_PLATFORM`. */
+    localAuthentication?: () => LocalAuthenticationBindings;
+  } = {},
+): DarwinBindings {
   const C = DARWIN_CONSTANTS;
   const option = Buffer.alloc(AUDIT_TOKEN_SIZE);
   const optionLength = Buffer.alloc(4);
@@ -207,12 +219,19 @@ export function createDarwinBindings(native: DarwinNative): DarwinBindings {
     return Buffer.from(option.subarray(0, size));
   };
 
-  const unsupported = () =>
-    createError(
-      'ERR_UNSUPPORTED_PLATFORM',
-      'LocalAuthentication through koffi is not implemented yet in this version of Bridgekeeper; ' +
-        'pass your own LocalAuthenticationBindings or another prompt backend.',
-    );
+  let localAuthentication: LocalAuthenticationBindings | undefined;
+  /** The LocalAuthentication bindings, made on first use (a failure is retried next time). */
+  const bound = (): LocalAuthenticationBindings => {
+    if (localAuthentication) return localAuthentication;
+    if (!options.localAuthentication) {
+      throw createError(
+        'ERR_UNSUPPORTED_PLATFORM',
+        'These macOS bindings were made without LocalAuthentication; use loadDarwinBindings().',
+      );
+    }
+    localAuthentication = options.localAuthentication();
+    return localAuthentication;
+  };
 
   return {
     getPeerPid(fd) {
@@ -340,35 +359,122 @@ export function createDarwinBindings(native: DarwinNative): DarwinBindings {
     },
 
     localAuthentication: {
-      canEvaluatePolicy() {
-        throw unsupported();
-      },
-      async evaluatePolicy() {
-        throw unsupported();
-      },
+      canEvaluatePolicy: (policy) => bound().canEvaluatePolicy(policy),
+      evaluatePolicy: async (policy, reason, evaluateOptions) =>
+        bound().evaluatePolicy(policy, reason, evaluateOptions),
     },
   };
 }
 
 type NativeFunction = (...args: never[]) => unknown;
 
-interface Koffi {
-  load(path: string): {
-    func(definition: string): NativeFunction;
-    symbol(name: string): unknown;
-  };
+interface KoffiLibrary {
+  func(definition: string): NativeFunction;
+  symbol(name: string): unknown;
+}
+
+interface Koffi extends BlocksKoffi {
+  load(path: string): KoffiLibrary;
   decode(pointer: unknown, type: string): unknown;
   errno(): number;
 }
 
-const LIBSYSTEM = '/usr/lib/libSystem.B.dylib';
-const CORE_FOUNDATION = '/System/Library/Frameworks/CoreFoundation.framework/CoreFoundation';
-const SECURITY = '/System/Library/Frameworks/Security.framework/Security';
+/**
+ * Every library and C prototype these bindings declare through koffi, by library. `objc_msgSend`
+ * appears once per method shape it is called with: on arm64 it must be called through a
+ * prototype that matches the method exactly (`BOOL` is declared `int8_t`, which reads `bool` on
+ * arm64 and `signed char` on x86_64 alike; `NSInteger` is `long`).
+ */
+export const DARWIN_DECLARATIONS = Object.freeze({
+  libSystem: Object.freeze({
+    path: '/usr/lib/libSystem.B.dylib',
+    functions: Object.freeze({
+      getsockopt: 'int getsockopt(int fd, int level, int name, void *value, void *length)',
+      sysctl:
+        'int sysctl(void *name, uint32 namelen, void *old, void *oldlen, void *value, size_t valuelen)',
+      sysctlbyname:
+        'int sysctlbyname(const char *name, void *old, void *oldlen, void *value, size_t valuelen)',
+      getsid: 'int getsid(int pid)',
+      proc_pidpath: 'int proc_pidpath(int pid, void *buffer, uint32 size)',
+    }),
+  }),
+  coreFoundation: Object.freeze({
+    path: '/System/Library/Frameworks/CoreFoundation.framework/CoreFoundation',
+    functions: Object.freeze({
+      CFDataCreate: 'void *CFDataCreate(void *allocator, void *bytes, long length)',
+      CFStringCreateWithCString:
+        'void *CFStringCreateWithCString(void *allocator, const char *text, uint32 encoding)',
+      CFDictionaryCreate:
+        'void *CFDictionaryCreate(void *allocator, void *keys, void *values, long count, void *keyCallBacks, void *valueCallBacks)',
+      CFRelease: 'void CFRelease(void *object)',
+    }),
+  }),
+  security: Object.freeze({
+    path: '/System/Library/Frameworks/Security.framework/Security',
+    functions: Object.freeze({
+      SecCodeCopyGuestWithAttributes:
+        'int32 SecCodeCopyGuestWithAttributes(void *host, void *attributes, uint32 flags, void *guest)',
+      SecRequirementCreateWithString:
+        'int32 SecRequirementCreateWithString(void *text, uint32 flags, void *requirement)',
+      SecCodeCheckValidity:
+        'int32 SecCodeCheckValidity(void *code, uint32 flags, void *requirement)',
+    }),
+  }),
+  objc: Object.freeze({
+    path: '/usr/lib/libobjc.A.dylib',
+    functions: Object.freeze({
+      objc_getClass: 'void *objc_getClass(const char *name)',
+      sel_registerName: 'void *sel_registerName(const char *name)',
+      sendId: 'void *objc_msgSend(void *receiver, void *selector)',
+      sendVoid: 'void objc_msgSend(void *receiver, void *selector)',
+      sendIdCString: 'void *objc_msgSend(void *receiver, void *selector, const char *text)',
+      sendBoolIntegerOut:
+        'int8_t objc_msgSend(void *receiver, void *selector, long value, void *out)',
+      sendVoidIntegerIdId:
+        'void objc_msgSend(void *receiver, void *selector, long value, void *object, void *block)',
+      sendInteger: 'long objc_msgSend(void *receiver, void *selector)',
+      sendBoolId: 'int8_t objc_msgSend(void *receiver, void *selector, void *object)',
+      sendCString: 'const char *objc_msgSend(void *receiver, void *selector)',
+    }),
+  }),
+  foundation: Object.freeze({
+    path: '/System/Library/Frameworks/Foundation.framework/Foundation',
+    functions: Object.freeze({}),
+  }),
+  localAuthentication: Object.freeze({
+    path: '/System/Library/Frameworks/LocalAuthentication.framework/LocalAuthentication',
+    functions: Object.freeze({}),
+  }),
+});
+
+type Declarations = typeof DARWIN_DECLARATIONS;
+type Bound<L extends keyof Declarations> = {
+  [F in keyof Declarations[L]['functions']]: NativeFunction;
+};
+
+function bindLibrary<L extends keyof Declarations>(
+  koffi: Koffi,
+  name: L,
+): { library: KoffiLibrary; functions: Bound<L> } {
+  const { path, functions } = DARWIN_DECLARATIONS[name];
+  const library = koffi.load(path);
+  const bound: Record<string, NativeFunction> = {};
+  for (const [key, definition] of Object.entries(functions)) bound[key] = library.func(definition);
+  return { library, functions: bound as Bound<L> };
+}
+
+/** The value of a global pointer constant (`NSString *const`, `CFStringRef`) a library exports. */
+function pointerConstant(koffi: Koffi, library: KoffiLibrary, symbol: string): bigint {
+  const value = koffi.decode(library.symbol(symbol), 'void *');
+  if (typeof value !== 'bigint' || value === 0n) throw new Error(`${symbol} is NULL`);
+  return value;
+}
 
 let loading: Promise<DarwinBindings> | undefined;
 
 /**
- * Loads koffi and binds libSystem, CoreFoundation and Security.framework, once per process.
+ * Loads koffi and binds libSystem, CoreFoundation and Security.framework, once per process
+ * (LocalAuthentication and the Objective-C runtime on first use).
  *
  * @throws (rejects with) `ERR_UNSUPPORTED_PLATFORM` when this is not 64-bit macOS, or koffi or a
  * system library cannot be loaded.
@@ -397,63 +503,54 @@ async function bindDarwin(): Promise<DarwinBindings> {
   try {
     // koffi is CommonJS at heart; its ESM entry re-exports the API as the default export.
     const koffi = ((await import('koffi')) as unknown as { default: Koffi }).default;
-    const system = koffi.load(LIBSYSTEM);
-    const cf = koffi.load(CORE_FOUNDATION);
-    const security = koffi.load(SECURITY);
-    const f = <T>(library: ReturnType<Koffi['load']>, definition: string) =>
-      library.func(definition) as unknown as T;
-    const auditKey = koffi.decode(security.symbol('kSecGuestAttributeAudit'), 'void *');
-    if (typeof auditKey !== 'bigint' || auditKey === 0n) {
-      throw new Error('kSecGuestAttributeAudit is NULL');
-    }
-    const native: DarwinNative = {
-      getsockopt: f(
-        system,
-        'int getsockopt(int fd, int level, int name, void *value, void *length)',
-      ),
-      sysctl: f(
-        system,
-        'int sysctl(void *name, uint32 namelen, void *old, void *oldlen, void *value, size_t valuelen)',
-      ),
-      sysctlbyname: f(
-        system,
-        'int sysctlbyname(const char *name, void *old, void *oldlen, void *value, size_t valuelen)',
-      ),
-      getsid: f(system, 'int getsid(int pid)'),
-      proc_pidpath: f(system, 'int proc_pidpath(int pid, void *buffer, uint32 size)'),
+    const system = bindLibrary(koffi, 'libSystem');
+    const cf = bindLibrary(koffi, 'coreFoundation');
+    const security = bindLibrary(koffi, 'security');
+    const native = {
+      ...system.functions,
       errno: () => koffi.errno(),
-      CFDataCreate: f(cf, 'void *CFDataCreate(void *allocator, void *bytes, long length)'),
-      CFStringCreateWithCString: f(
-        cf,
-        'void *CFStringCreateWithCString(void *allocator, const char *text, uint32 encoding)',
-      ),
-      CFDictionaryCreate: f(
-        cf,
-        'void *CFDictionaryCreate(void *allocator, void *keys, void *values, long count, void *keyCallBacks, void *valueCallBacks)',
-      ),
-      CFRelease: f(cf, 'void CFRelease(void *object)'),
-      SecCodeCopyGuestWithAttributes: f(
-        security,
-        'int32 SecCodeCopyGuestWithAttributes(void *host, void *attributes, uint32 flags, void *guest)',
-      ),
-      SecRequirementCreateWithString: f(
-        security,
-        'int32 SecRequirementCreateWithString(void *text, uint32 flags, void *requirement)',
-      ),
-      SecCodeCheckValidity: f(
-        security,
-        'int32 SecCodeCheckValidity(void *code, uint32 flags, void *requirement)',
-      ),
-      guestAttributeAudit: auditKey,
-      dictionaryKeyCallBacks: cf.symbol('kCFTypeDictionaryKeyCallBacks') as bigint,
-      dictionaryValueCallBacks: cf.symbol('kCFTypeDictionaryValueCallBacks') as bigint,
-    };
-    return createDarwinBindings(native);
+      ...cf.functions,
+      ...security.functions,
+      guestAttributeAudit: pointerConstant(koffi, security.library, 'kSecGuestAttributeAudit'),
+      dictionaryKeyCallBacks: cf.library.symbol('kCFTypeDictionaryKeyCallBacks') as bigint,
+      dictionaryValueCallBacks: cf.library.symbol('kCFTypeDictionaryValueCallBacks') as bigint,
+    } as unknown as DarwinNative;
+    return createDarwinBindings(native, {
+      localAuthentication: () => bindLocalAuthentication(koffi, system.library),
+    });
   } catch (error) {
     throw new PlatformError(
       'ERR_UNSUPPORTED_PLATFORM',
       `Could not load koffi, libSystem, CoreFoundation or Security.framework on ${process.platform}-${process.arch}; ` +
         `check that the koffi package and its @koromix/koffi-darwin-${process.arch} binary installed.`,
+      { cause: error },
+    );
+  }
+}
+
+/** Binds libobjc, Foundation and LocalAuthentication, with blocks over libSystem's runtime. */
+function bindLocalAuthentication(koffi: Koffi, system: KoffiLibrary): LocalAuthenticationBindings {
+  try {
+    const objc = bindLibrary(koffi, 'objc');
+    // Loading the frameworks registers their classes (NSString, NSAutoreleasePool, LAContext).
+    bindLibrary(koffi, 'foundation');
+    const la = bindLibrary(koffi, 'localAuthentication');
+    const native = {
+      ...objc.functions,
+      laErrorDomain: pointerConstant(koffi, la.library, 'LAErrorDomain'),
+    } as unknown as ObjCNative;
+    const blocks = createBlockFactory(koffi, {
+      lib: system,
+      globalBlockIsa: system.symbol('_NSConcreteGlobalBlock') as bigint,
+    });
+    debug('bound LocalAuthentication');
+    return createLocalAuthenticationBindings(native, blocks);
+  } catch (error) {
+    if (error instanceof PlatformError) throw error;
+    throw new PlatformError(
+      'ERR_UNSUPPORTED_PLATFORM',
+      'Could not load LocalAuthentication.framework or the Objective-C runtime; Touch ID prompts ' +
+        'need macOS 10.15 or later.',
       { cause: error },
     );
   }

@@ -1,11 +1,14 @@
 import { describe, expect, it } from 'vitest';
+import { PlatformError } from '../../../src/errors.js';
 import {
   createDarwinBindings,
+  DARWIN_DECLARATIONS,
   type DarwinNative,
   loadDarwinBindings,
 } from '../../../src/platform/darwin/bindings.js';
 import { createDarwinPlatform } from '../../../src/platform/darwin/index.js';
 import { auditToken, encodeKinfo, FakeDarwinBindings, PATHS } from './fake-darwin.js';
+import { FakeObjC } from './fake-objc.js';
 
 describe('createDarwinPlatform', () => {
   it('wires identity, credentials, verification and release to the bindings', async () => {
@@ -245,7 +248,7 @@ describe('createDarwinBindings over a fake libSystem', () => {
     expect(calls).toEqual([]);
   });
 
-  it('fails LocalAuthentication with ERR_UNSUPPORTED_PLATFORM until it is implemented', async () => {
+  it('fails LocalAuthentication with ERR_UNSUPPORTED_PLATFORM when made without it', async () => {
     const bindings = createDarwinBindings(fakeNative().native);
     expect(() => bindings.localAuthentication.canEvaluatePolicy(2)).toThrow(
       expect.objectContaining({ code: 'ERR_UNSUPPORTED_PLATFORM' }),
@@ -255,5 +258,73 @@ describe('createDarwinBindings over a fake libSystem', () => {
         signal: new AbortController().signal,
       }),
     ).rejects.toMatchObject({ code: 'ERR_UNSUPPORTED_PLATFORM' });
+  });
+
+  it('binds LocalAuthentication on first use only, once, and again after a failed attempt', async () => {
+    let attempts = 0;
+    const la = {
+      canEvaluatePolicy: () => ({ ok: true }) as const,
+      evaluatePolicy: async () => ({ ok: false, code: -2 }) as const,
+    };
+    const bindings = createDarwinBindings(fakeNative().native, {
+      localAuthentication: () => {
+        attempts++;
+        if (attempts === 1) {
+          throw new PlatformError('ERR_UNSUPPORTED_PLATFORM', 'framework missing');
+        }
+        return la;
+      },
+    });
+    expect(attempts).toBe(0);
+    expect(() => bindings.localAuthentication.canEvaluatePolicy(2)).toThrow('framework missing');
+    expect(bindings.localAuthentication.canEvaluatePolicy(4)).toEqual({ ok: true });
+    await expect(
+      bindings.localAuthentication.evaluatePolicy(2, 'why', {
+        signal: new AbortController().signal,
+      }),
+    ).resolves.toEqual({ ok: false, code: -2 });
+    expect(attempts).toBe(2);
+  });
+});
+
+describe('DARWIN_DECLARATIONS', () => {
+  const koffi = (async () =>
+    ((await import('koffi')) as unknown as { default: { proto(definition: string): unknown } })
+      .default)();
+  const entries = Object.entries(DARWIN_DECLARATIONS).flatMap(([library, { functions }]) =>
+    Object.entries(functions).map(([key, definition]) => ({ library, key, definition })),
+  );
+
+  it('every C prototype parses with koffi (the same parser that binds them on a Mac)', async () => {
+    const { proto } = await koffi;
+    expect(entries.length).toBeGreaterThan(20);
+    for (const { library, key, definition } of entries) {
+      // Anonymous: koffi's named prototypes are process-wide, and objc_msgSend has several.
+      const anonymous = definition.replace(/^(.*?)([A-Za-z_]\w*)\s*\(/, '$1(');
+      expect(() => proto(anonymous), `${library}.${key}: ${definition}`).not.toThrow();
+    }
+  });
+
+  it('declares exactly the functions the typed native interfaces have, under their C names', () => {
+    const symbol = (definition: string) => /([A-Za-z_]\w*)\s*\(/.exec(definition)?.[1];
+    const native = Object.keys(fakeNative().native).filter(
+      (key) =>
+        typeof (fakeNative().native as unknown as Record<string, unknown>)[key] === 'function',
+    );
+    const c = ['libSystem', 'coreFoundation', 'security'] as const;
+    const declared = c.flatMap((library) => Object.keys(DARWIN_DECLARATIONS[library].functions));
+    expect([...declared, 'errno'].sort()).toEqual(native.sort());
+    for (const library of c) {
+      for (const [key, definition] of Object.entries(DARWIN_DECLARATIONS[library].functions)) {
+        expect(symbol(definition), key).toBe(key);
+      }
+    }
+    const objcMethods = Object.getOwnPropertyNames(FakeObjC.prototype).filter(
+      (name) => name !== 'constructor' && /^(objc_|sel_|send)/.test(name),
+    );
+    expect(Object.keys(DARWIN_DECLARATIONS.objc.functions).sort()).toEqual(objcMethods.sort());
+    for (const [key, definition] of Object.entries(DARWIN_DECLARATIONS.objc.functions)) {
+      expect(symbol(definition), key).toBe(key.startsWith('send') ? 'objc_msgSend' : key);
+    }
   });
 });
