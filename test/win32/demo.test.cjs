@@ -28,7 +28,8 @@ function run(command, args, timeoutMs = 60_000) {
       child.kill();
       reject(new Error(`${args.join(' ')} timed out; stderr: ${stderr}`));
     }, timeoutMs);
-    child.on('exit', (code) => {
+    // 'close', not 'exit': only then has everything the child wrote been read.
+    child.on('close', (code) => {
       clearTimeout(timer);
       resolve({ code, stdout: stdout.trim(), stderr: stderr.trim() });
     });

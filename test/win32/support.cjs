@@ -72,11 +72,12 @@ function firstLine(child, timeoutMs = 30_000) {
       clearTimeout(timer);
       child.stdout.off('data', onData);
       child.stderr.off('data', onError);
-      child.off('exit', onExit);
+      child.off('close', onExit);
     };
     child.stdout.setEncoding('utf8').on('data', onData);
     child.stderr.setEncoding('utf8').on('data', onError);
-    child.on('exit', onExit);
+    // 'close', not 'exit': a line written just before exiting may not have been read at 'exit'.
+    child.on('close', onExit);
   });
 }
 
