@@ -65,6 +65,21 @@ export type {
 } from './prompt/auto.js';
 export { autoPromptBackend } from './prompt/auto.js';
 export type {
+  LocalAuthenticationBackend,
+  LocalAuthenticationBackendOptions,
+  LocalAuthenticationBindings,
+  LocalAuthenticationDiagnosis,
+  LocalAuthenticationPolicy,
+  LocalAuthenticationProblem,
+  LocalAuthenticationResult,
+} from './prompt/local-authentication.js';
+export {
+  LA_ERROR,
+  LA_POLICY,
+  localAuthenticationPromptBackend,
+  localAuthenticationReason,
+} from './prompt/local-authentication.js';
+export type {
   PolkitActionDescription,
   PolkitActionFileOptions,
   PolkitAuthority,

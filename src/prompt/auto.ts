@@ -1,13 +1,18 @@
 /**
- * Picks the operating system's own prompt backend: polkit on Linux (Windows Hello and
- * LocalAuthentication join as they land). When none can prompt, it says what to install —
- * it never falls back to something that grants without asking.
+ * Picks the operating system's own prompt backend: polkit on Linux, Windows Hello on Windows,
+ * LocalAuthentication (Touch ID, Apple Watch or the login password) on macOS. When none can
+ * prompt, it says what to set up — it never falls back to something that grants without asking.
  *
  * @module
  */
 
 import { createError } from '../errors.js';
 import { createLog } from '../util/log.js';
+import {
+  type LocalAuthenticationBackendOptions,
+  type LocalAuthenticationBindings,
+  localAuthenticationPromptBackend,
+} from './local-authentication.js';
 import { polkitActionFilePath } from './polkit/action-file.js';
 import type { PolkitBinding } from './polkit/dbus-binding.js';
 import {
@@ -32,6 +37,8 @@ export interface AutoPromptBackendOptions {
   polkit?: PolkitBackendOptions;
   /** The Windows Hello backend's options (Windows): the app's window, so the dialog comes to the front. */
   windowsHello?: WindowsHelloBackendOptions;
+  /** The LocalAuthentication backend's options (macOS), e.g. the reason text. */
+  localAuthentication?: Omit<LocalAuthenticationBackendOptions, 'bindings'>;
   /** Cancels the availability checks. */
   signal?: AbortSignal;
 }
@@ -44,11 +51,15 @@ export interface AutoPromptBackendDependencies {
   polkitBinding?: PolkitBinding;
   /** The Windows Hello bindings. Default: the real ones. */
   windowsHelloBindings?: WindowsHelloBindings;
+  /** The LocalAuthentication bindings. Default: the real ones. */
+  localAuthenticationBindings?: LocalAuthenticationBindings;
 }
 
 /**
  * Resolves with the platform's prompt backend once it said it can prompt: on Linux the polkit
- * backend, when the system bus and polkitd answer and the app's action is installed.
+ * backend, when the system bus and polkitd answer and the app's action is installed; on Windows
+ * Windows Hello, when it is set up for the user; on macOS LocalAuthentication, when the Mac can
+ * verify its owner (Touch ID, an Apple Watch, or at least a login password).
  *
  * It cannot tell in advance whether an authentication agent runs in the person's session; when
  * none does, prompts answer `unavailable` (`ERR_PROMPT_UNAVAILABLE`), saying so.
@@ -113,10 +124,30 @@ export async function autoPromptBackend(
       debug('Windows Hello unavailable: %s', diagnosis.detail);
       throw createError('ERR_PROMPT_UNAVAILABLE', diagnosis.detail);
     }
+    case 'darwin': {
+      const backend = localAuthenticationPromptBackend({
+        ...options.localAuthentication,
+        ...(dependencies.localAuthenticationBindings
+          ? { bindings: dependencies.localAuthenticationBindings }
+          : {}),
+      });
+      const diagnosis = await backend.diagnose(
+        options.signal === undefined ? {} : { signal: options.signal },
+      );
+      if (diagnosis.available) {
+        debug('using the LocalAuthentication backend (%s)', diagnosis.detail);
+        return backend;
+      }
+      debug('LocalAuthentication unavailable: %s', diagnosis.detail);
+      throw createError(
+        'ERR_PROMPT_UNAVAILABLE',
+        `No prompt backend can ask you: ${diagnosis.detail}.`,
+      );
+    }
     default:
       throw createError(
         'ERR_PROMPT_UNAVAILABLE',
-        `No prompt backend can ask you on ${platform} in this version of Bridgekeeper: polkit (Linux) and Windows Hello (Windows) exist so far; Touch ID is planned. For tests and demos, ScriptedPromptBackend from bridgekeeper/testing answers from a script (never for real secrets).`,
+        `No prompt backend can ask you on ${platform} in this version of Bridgekeeper: polkit (Linux), Windows Hello (Windows) and LocalAuthentication (macOS) exist. For tests and demos, ScriptedPromptBackend from bridgekeeper/testing answers from a script (never for real secrets).`,
       );
   }
 }

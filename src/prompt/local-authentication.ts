@@ -146,9 +146,9 @@ export interface LocalAuthenticationBindings {
 /** Options for {@link localAuthenticationPromptBackend}. */
 export interface LocalAuthenticationBackendOptions {
   /**
-   * Native bindings (tests pass fakes), or a function that loads them on first use. Default:
-   * none, which makes the backend report `unsupported` (the macOS bindings are wired in by the
-   * macOS platform module).
+   * Native bindings (tests pass fakes), or a function that loads them on first use. Default: the
+   * macOS bindings (`LAContext` through koffi), loaded on first use; off macOS the backend
+   * reports `unsupported`.
    */
   bindings?:
     | LocalAuthenticationBindings
@@ -308,7 +308,7 @@ const CANCELLED_BY_SIGNAL: PromptOutcome = Object.freeze({
  *
  * @example
  * ```ts
- * const prompt = localAuthenticationPromptBackend({ bindings: darwinBindings.localAuthentication });
+ * const prompt = localAuthenticationPromptBackend();
  * if (!(await prompt.isAvailable())) console.error((await prompt.diagnose()).detail);
  * const server = createServer({ app: 'secrets-agent', prompt });
  * ```
@@ -423,6 +423,8 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
     try {
       choice = this.#choose(bindings);
     } catch (error) {
+      // LocalAuthentication.framework or the Objective-C runtime could not be bound.
+      if (isUnsupported(error)) return { result: 'unavailable', detail: UNSUPPORTED };
       throw failure(error);
     }
     if ('outcome' in choice) return choice.outcome;
@@ -486,8 +488,10 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
       const loader = this.#loader;
       const loading: Promise<LocalAuthenticationBindings> =
         loader === undefined
-          ? Promise.reject(
-              createError('ERR_UNSUPPORTED_PLATFORM', 'LocalAuthentication bindings not given.'),
+          ? // Imported on use: the package root loads no platform module. Off macOS this
+            // rejects with ERR_UNSUPPORTED_PLATFORM before koffi is loaded.
+            import('../platform/darwin/bindings.js').then(
+              async (module) => (await module.loadDarwinBindings()).localAuthentication,
             )
           : Promise.resolve().then(loader);
       this.#bindings = loading;
@@ -514,7 +518,7 @@ type Choice =
   | { readonly code: number; readonly outcome: PromptOutcome };
 
 const UNSUPPORTED =
-  'LocalAuthentication needs macOS and the macOS native bindings, which are not loaded';
+  'LocalAuthentication needs macOS 10.15 or later and the macOS native bindings (koffi), which could not be loaded';
 
 /**
  * The default reason: which process wants which account, from verified data only, and whether

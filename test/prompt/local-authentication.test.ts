@@ -257,14 +257,21 @@ describe('local-authentication LAError mapping', () => {
     expect(await backend.diagnose()).toMatchObject({ available: false, problem: 'error' });
   });
 
-  it('reports unavailable without bindings, or when they cannot load (not macOS)', async () => {
+  it('reports unavailable with the default bindings off macOS, or when they or the framework cannot load', async () => {
+    const frameworkMissing = {
+      canEvaluatePolicy: () => {
+        throw createError('ERR_UNSUPPORTED_PLATFORM', 'LocalAuthentication.framework did not load');
+      },
+      evaluatePolicy: () => Promise.reject(new Error('never called')),
+    };
     for (const backend of [
-      localAuthenticationPromptBackend(),
+      ...(process.platform === 'darwin' ? [] : [localAuthenticationPromptBackend()]),
       localAuthenticationPromptBackend({
         bindings: () => {
           throw createError('ERR_UNSUPPORTED_PLATFORM', 'not macOS');
         },
       }),
+      localAuthenticationPromptBackend({ bindings: frameworkMissing }),
     ]) {
       expect(await backend.isAvailable()).toBe(false);
       expect(await backend.diagnose()).toMatchObject({ available: false, problem: 'unsupported' });

@@ -95,12 +95,45 @@ describe('autoPromptBackend', () => {
     expect(error.message).toMatch(/Windows Hello/);
   });
 
-  it.each(['darwin', 'freebsd'] as const)(
-    'has no backend on %s yet: ERR_PROMPT_UNAVAILABLE, never a silent grant',
-    async (platform) => {
-      const error = await failure(autoPromptBackend({ polkit }, { platform }));
-      expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
-      expect(error.message).toContain(platform);
-    },
-  );
+  it('picks LocalAuthentication on macOS when the Mac can verify its owner', async () => {
+    const checked: number[] = [];
+    const backend = await autoPromptBackend(
+      {},
+      {
+        platform: 'darwin',
+        localAuthenticationBindings: {
+          canEvaluatePolicy: (policy) => {
+            checked.push(policy);
+            return { ok: true };
+          },
+          evaluatePolicy: async () => ({ ok: true }),
+        },
+      },
+    );
+    expect(backend.id).toBe('local-authentication');
+    expect(checked).toEqual([4]);
+  });
+
+  it('says why macOS cannot ask (no login password), never a silent grant', async () => {
+    const error = await failure(
+      autoPromptBackend(
+        {},
+        {
+          platform: 'darwin',
+          localAuthenticationBindings: {
+            canEvaluatePolicy: () => ({ ok: false, code: -5 }),
+            evaluatePolicy: async () => ({ ok: true }),
+          },
+        },
+      ),
+    );
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toMatch(/no login password/);
+  });
+
+  it('has no backend on freebsd: ERR_PROMPT_UNAVAILABLE, never a silent grant', async () => {
+    const error = await failure(autoPromptBackend({ polkit }, { platform: 'freebsd' }));
+    expect(error.code).toBe('ERR_PROMPT_UNAVAILABLE');
+    expect(error.message).toContain('freebsd');
+  });
 });
