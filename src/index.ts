@@ -203,6 +203,12 @@ export {
   relayListener,
 } from './transport/relay.js';
 export type {
+  ConnectRelayOptions,
+  ListenRelayOptions,
+  RelayLocation,
+} from './transport/relay-socket.js';
+export { connectRelay, listenRelay } from './transport/relay-socket.js';
+export type {
   CloseInfo,
   ConnectTransportOptions,
   Disposable,
