@@ -3,9 +3,10 @@
  * app and its CLI connect to, that checks both and passes messages between them. Written against
  * {@link TransportListener}/{@link Transport} only, so it runs (and is tested) over Unix sockets.
  *
- * Roles. Every peer connects to the relay's one listener. Before a single message of a peer is
- * read, the relay runs `appPolicies` and `clientPolicies` on its OS-reported identity; a peer
- * that passes neither is sent `bridgekeeper.closing` (`ERR_PEER_REJECTED`) and closed unread.
+ * Roles. Every peer connects to the relay's listener (or, with `appListener`, the app to a
+ * listener of its own, and only there). Before a single message of a peer is read, the relay
+ * runs `appPolicies` and `clientPolicies` on its OS-reported identity; a peer that passes
+ * neither is sent `bridgekeeper.closing` (`ERR_PEER_REJECTED`) and closed unread.
  * The peer's first message then says what it is: the app registers (only a peer that passed
  * `appPolicies` may, and only while no other app is registered); anything else makes it a client
  * (only if it passed `clientPolicies`), and that first message is its first channel message.
@@ -105,6 +106,13 @@ export interface RelayOptions {
   /** Where app and clients connect, with peers identified by the OS (`listenUnixSocket` with `identify`). */
   listener: TransportListener;
   /**
+   * A second listener for the app alone. When given, only a peer that arrives here may register
+   * as the app, and peers of `listener` can only be clients. For transports that check peers per
+   * endpoint, such as XPC, where each mach service enforces one code-signing requirement: the
+   * relay offers `<label>` to clients and `<label>.app` to the app.
+   */
+  appListener?: TransportListener;
+  /**
    * Who may be the app, e.g. a code-signing requirement or `allowExecutables([...])`. Required and
    * non-empty: a relay that let anyone register would hand every client to them.
    */
@@ -140,6 +148,8 @@ type Role = 'admitting' | 'unknown' | 'app' | 'client' | 'refused';
 
 interface Peer {
   readonly transport: Transport;
+  /** It came through the app's own listener (`appListener`). */
+  readonly viaAppListener: boolean;
   role: Role;
   mayBeApp: boolean;
   mayBeClient: boolean;
@@ -214,6 +224,7 @@ const APP_GONE: ClosingNoticeParams = {
 
 class RelayImpl implements Relay {
   readonly #listener: TransportListener;
+  readonly #appListener: TransportListener | undefined;
   readonly #appPolicies: readonly PeerPolicy[];
   readonly #clientPolicies: readonly PeerPolicy[];
   readonly #release: ((peer: PeerIdentity) => void) | undefined;
@@ -241,7 +252,14 @@ class RelayImpl implements Relay {
         'createRelay needs at least one of `appPolicies` (who may register as the app), such as a code-signing requirement.',
       );
     }
+    if (
+      options.appListener !== undefined &&
+      typeof options.appListener?.onConnection !== 'function'
+    ) {
+      throw createError('ERR_INVALID_ARGUMENT', 'createRelay: appListener must be a listener.');
+    }
     this.#listener = options.listener;
+    this.#appListener = options.appListener;
     this.#appPolicies = [...options.appPolicies];
     this.#clientPolicies = [...(options.clientPolicies ?? [sameUser()])];
     this.#release = options.releasePeer;
@@ -257,7 +275,8 @@ class RelayImpl implements Relay {
       10_000,
     );
     this.#onEvent = options.onEvent;
-    this.#listener.onConnection((transport) => this.#accept(transport));
+    this.#listener.onConnection((transport) => this.#accept(transport, false));
+    this.#appListener?.onConnection((transport) => this.#accept(transport, true));
   }
 
   get address(): string {
@@ -297,7 +316,7 @@ class RelayImpl implements Relay {
     void peer.transport.close();
   }
 
-  #accept(transport: Transport): void {
+  #accept(transport: Transport, viaAppListener: boolean): void {
     if (this.#closing || this.#peers.size >= this.#maxConnections) {
       if (!this.#closing) {
         sendClosing(transport, {
@@ -310,7 +329,13 @@ class RelayImpl implements Relay {
       void transport.close();
       return;
     }
-    const peer: Peer = { transport, role: 'admitting', mayBeApp: false, mayBeClient: false };
+    const peer: Peer = {
+      transport,
+      viaAppListener,
+      role: 'admitting',
+      mayBeApp: false,
+      mayBeClient: false,
+    };
     this.#peers.add(peer);
     transport.onClose(() => this.#closed(peer));
     void this.#admit(peer).catch((error: unknown) => {
@@ -326,13 +351,22 @@ class RelayImpl implements Relay {
     if (identity === undefined) {
       refusal = { policy: 'identity', reason: 'the transport reported no peer identity' };
     } else {
+      // With an app listener, each listener admits one role only.
+      const notHere = (role: string) =>
+        Promise.resolve({
+          allowed: false,
+          policy: 'listener',
+          reason: `this listener does not take the ${role}`,
+        } as const);
+      const appHere = this.#appListener === undefined || peer.viaAppListener;
+      const clientHere = !peer.viaAppListener;
       const [asApp, asClient] = await Promise.all([
-        evaluatePolicies(this.#appPolicies, identity),
-        evaluatePolicies(this.#clientPolicies, identity),
+        appHere ? evaluatePolicies(this.#appPolicies, identity) : notHere('app'),
+        clientHere ? evaluatePolicies(this.#clientPolicies, identity) : notHere('clients'),
       ]);
       peer.mayBeApp = asApp.allowed;
       peer.mayBeClient = asClient.allowed;
-      if (!asApp.allowed && !asClient.allowed) refusal = asClient;
+      if (!asApp.allowed && !asClient.allowed) refusal = clientHere ? asClient : asApp;
     }
     if (peer.transport.closed) return;
     if (this.#closing) {
@@ -663,7 +697,7 @@ class RelayImpl implements Relay {
 
   close(): Promise<void> {
     this.#closing ??= (async () => {
-      await this.#listener.close();
+      await Promise.all([this.#listener.close(), this.#appListener?.close()]);
       const waits: Promise<void>[] = [];
       for (const peer of [...this.#peers]) {
         if (peer.role !== 'app') {

@@ -635,3 +635,86 @@ describe.skipIf(!isLinux)('relay: attacks found in review', () => {
     });
   });
 });
+
+describe.skipIf(!isLinux)(
+  'relay with an app listener of its own (one role per listener, as on XPC)',
+  () => {
+    /** A relay whose app listens at `<dir>/app.sock`; anyone passes appPolicies and clientPolicies. */
+    async function startSplitRelay() {
+      const appPath = join(dir, 'app.sock');
+      const listener = await listenUnixSocket({ path: socketPath, identify });
+      const appListener = await listenUnixSocket({ path: appPath, identify });
+      const events: RelayEvent[] = [];
+      const everyone = peerPredicate('everyone', () => true);
+      const relay = createRelay({
+        listener,
+        appListener,
+        appPolicies: [everyone],
+        clientPolicies: [everyone],
+        releasePeer: (peer) => platform.releasePeer(peer),
+        onEvent: (event) => events.push(event),
+      });
+      cleanups.push(() => relay.close());
+      return { relay, events, appPath };
+    }
+
+    it('takes the app only through the app listener, and clients only through the other', async () => {
+      const { relay, events, appPath } = await startSplitRelay();
+
+      // Registering through the clients' listener fails, though the app policies would pass.
+      const wrongDoor = await connectUnixSocket(socketPath, { identify });
+      cleanups.push(() => wrongDoor.destroy());
+      await expect(relayListener(wrongDoor, { relayPolicies })).rejects.toMatchObject({
+        code: 'ERR_PEER_REJECTED',
+      });
+      expect(relay.appConnected).toBe(false);
+
+      const appTransport = await connectUnixSocket(appPath, { identify });
+      cleanups.push(() => appTransport.destroy());
+      const server = createServer({
+        app: 'bk-relay-test',
+        prompt: new ScriptedPromptBackend({ decide: () => ({ result: 'granted' }) }),
+      });
+      cleanups.push(() => server.close());
+      server.handle('echo', (params) => params);
+      await server.listen({ listener: await relayListener(appTransport, { relayPolicies }) });
+      expect(relay.appConnected).toBe(true);
+
+      const client = await connect({
+        app: 'bk-relay-test',
+        transport: await connectUnixSocket(socketPath, { identify }),
+      });
+      cleanups.push(() => client.close());
+      await expect(client.request('echo', { x: 1 })).resolves.toEqual({ x: 1 });
+
+      // A client at the app's door: a first message other than registering closes it, unforwarded.
+      const stray = await connectUnixSocket(appPath, { identify });
+      cleanups.push(() => stray.destroy());
+      const closing = new Promise<Message>((resolve) => stray.onMessage(resolve));
+      stray.send({ jsonrpc: '2.0', id: 0, method: 'bridgekeeper.hello', params: {} });
+      await expect(closing).resolves.toMatchObject({
+        method: 'bridgekeeper.closing',
+        params: { code: 'ERR_PEER_REJECTED' },
+      });
+      expect(relay.channels).toBe(1);
+      expect(events).toContainEqual(
+        expect.objectContaining({
+          type: 'peer-rejected',
+          policy: 'client',
+          reason: 'it may be the app but did not register, and it is not allowed as a client',
+        }),
+      );
+    });
+
+    it('closes both listeners on close()', async () => {
+      const { relay, appPath } = await startSplitRelay();
+      await relay.close();
+      await expect(connectUnixSocket(appPath, { identify })).rejects.toMatchObject({
+        code: 'ERR_APP_UNAVAILABLE',
+      });
+      await expect(connectUnixSocket(socketPath, { identify })).rejects.toMatchObject({
+        code: 'ERR_APP_UNAVAILABLE',
+      });
+    });
+  },
+);
