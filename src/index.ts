@@ -218,3 +218,14 @@ export type {
   TransportConnector,
   TransportListener,
 } from './transport/transport.js';
+export type {
+  XpcBindings,
+  XpcBindingsSource,
+  XpcConnection,
+  XpcConnectOptions,
+  XpcEvent,
+  XpcIdentify,
+  XpcListenOptions,
+  XpcMessageKind,
+} from './transport/xpc.js';
+export { connectXpc, listenXpc, XPC_KEYS, xpcPeerRequirement } from './transport/xpc.js';

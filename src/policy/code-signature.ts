@@ -86,6 +86,10 @@ async function loadBindings(
  * found and refused. `SecCodeCheckValidity` checks the running code's dynamic validity and its
  * signature on disk against the requirement.
  *
+ * Over the XPC transport, where no audit token is public, a peer is admitted when libxpc enforces
+ * exactly this requirement on its connection (`requirement` of `connectXpc`/`listenXpc`:
+ * `xpc_connection_set_peer_code_signing_requirement`, which checks every message).
+ *
  * Refused, with a reason that says what failed: a peer that was not identified by the macOS
  * platform module (no audit token: another platform, the in-memory transport, or a copy of the
  * identity object), a peer that is unsigned, signed by someone else, modified, or gone, and any
@@ -134,8 +138,15 @@ export function requireCodeSignature(options: RequireCodeSignatureOptions): Peer
       const { peerAuditToken } = await import('../platform/darwin/identity.js');
       const token = peerAuditToken(peer);
       if (token === undefined) {
+        // An XPC peer: libxpc itself checks every message from it against the requirement its
+        // connection was given, so exactly that requirement is as good as a check here.
+        const { xpcPeerRequirement } = await import('../transport/xpc.js');
+        const enforced = xpcPeerRequirement(peer);
+        if (enforced === requirement) return ALLOW;
         return reject(
-          'the peer has no audit token: it was not identified through LOCAL_PEERTOKEN on macOS',
+          enforced === undefined
+            ? 'the peer has no audit token: it was not identified through LOCAL_PEERTOKEN on macOS'
+            : 'the peer’s XPC connection enforces another code-signing requirement than this one',
         );
       }
       let result: CodeSignatureCheck;

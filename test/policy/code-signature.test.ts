@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import { identifySocketPeer } from '../../src/platform/darwin/identity.js';
 import { requireCodeSignature } from '../../src/policy/code-signature.js';
 import { runPolicy } from '../../src/policy/peer-policy.js';
+import { connectXpc, listenXpc } from '../../src/transport/xpc.js';
 import { auditToken, FakeDarwinBindings, PATHS } from '../platform/darwin/fake-darwin.js';
+import { FakeXpc, FakeXpcWorld } from '../support/fake-xpc.js';
 
 const TEAM = 'anchor apple generic and certificate leaf[subject.OU] = "ABCDE12345"';
 
@@ -97,5 +99,37 @@ describe('requireCodeSignature', () => {
         expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }),
       );
     }
+  });
+
+  it('admits an XPC peer whose connection libxpc checks against exactly this requirement', async () => {
+    const world = new FakeXpcWorld();
+    world.register('com.example.relay');
+    const relayRequirement = `${TEAM} and identifier "com.example.relay"`;
+    const server = new FakeXpc(world, { pid: 400, euid: 501, satisfies: [relayRequirement] });
+    const client = new FakeXpc(world, { pid: 200, euid: 501 });
+    const listener = await listenXpc({ service: 'com.example.relay', bindings: server });
+    listener.onConnection(() => {});
+    const transport = await connectXpc({
+      service: 'com.example.relay',
+      requirement: relayRequirement,
+      bindings: client,
+    });
+    const fake = new FakeDarwinBindings();
+    const check = (requirement: string, peer = transport.peer!) =>
+      requireCodeSignature({ requirement, bindings: fake }).check(peer);
+    await expect(check(relayRequirement)).resolves.toEqual({ allowed: true });
+    // Another requirement (even a weaker one) is not what libxpc checks: refused.
+    await expect(check(TEAM)).resolves.toMatchObject({
+      allowed: false,
+      reason: expect.stringMatching(/another code-signing requirement/),
+    });
+    // A copy of the identity proves nothing.
+    await expect(check(relayRequirement, { ...transport.peer! })).resolves.toMatchObject({
+      allowed: false,
+    });
+    expect(fake.checks).toHaveLength(0);
+    transport.destroy();
+    await listener.close();
+    await world.idle();
   });
 });

@@ -28,11 +28,13 @@
 
 import { createError, PlatformError } from '../../errors.js';
 import type { LocalAuthenticationBindings } from '../../prompt/local-authentication.js';
+import type { XpcBindings } from '../../transport/xpc.js';
 import { createLog } from '../../util/log.js';
-import { type BlocksKoffi, createBlockFactory } from './blocks.js';
+import { type BlockFactory, type BlocksKoffi, createBlockFactory } from './blocks.js';
 import type { DarwinProcessReader } from './credentials.js';
 import { type KinfoProc, parseKinfoProc } from './kinfo.js';
 import { createLocalAuthenticationBindings, type ObjCNative } from './local-authentication.js';
+import { createXpcBindings, type XpcNative } from './xpc.js';
 
 const debug = createLog('bridgekeeper:darwin');
 
@@ -114,6 +116,11 @@ export interface DarwinBindings extends DarwinProcessReader {
    * grant.
    */
   readonly localAuthentication: LocalAuthenticationBindings;
+  /**
+   * libxpc for the XPC transport, bound on the first call; when it cannot be, every call fails
+   * with `ERR_UNSUPPORTED_PLATFORM`.
+   */
+  readonly xpc: XpcBindings;
 }
 
 /** A pointer as koffi 3 returns it: `null` for NULL. */
@@ -194,6 +201,8 @@ export function createDarwinBindings(
   options: {
     /** Binds LocalAuthentication on first use; default: every call fails `ERR_UNSUPPORTED_PLATFORM`. */
     localAuthentication?: () => LocalAuthenticationBindings;
+    /** Binds libxpc on first use; default: every call fails `ERR_UNSUPPORTED_PLATFORM`. */
+    xpc?: () => XpcBindings;
   } = {},
 ): DarwinBindings {
   const C = DARWIN_CONSTANTS;
@@ -219,19 +228,8 @@ export function createDarwinBindings(
     return Buffer.from(option.subarray(0, size));
   };
 
-  let localAuthentication: LocalAuthenticationBindings | undefined;
-  /** The LocalAuthentication bindings, made on first use (a failure is retried next time). */
-  const bound = (): LocalAuthenticationBindings => {
-    if (localAuthentication) return localAuthentication;
-    if (!options.localAuthentication) {
-      throw createError(
-        'ERR_UNSUPPORTED_PLATFORM',
-        'These macOS bindings were made without LocalAuthentication; use loadDarwinBindings().',
-      );
-    }
-    localAuthentication = options.localAuthentication();
-    return localAuthentication;
-  };
+  const bound = lazily(options.localAuthentication, 'LocalAuthentication');
+  const xpc = lazily(options.xpc, 'libxpc');
 
   return {
     getPeerPid(fd) {
@@ -363,6 +361,35 @@ export function createDarwinBindings(
       evaluatePolicy: async (policy, reason, evaluateOptions) =>
         bound().evaluatePolicy(policy, reason, evaluateOptions),
     },
+
+    xpc: {
+      createMachService: (name, serviceOptions) => xpc().createMachService(name, serviceOptions),
+      setEventHandler: (connection, handler) => xpc().setEventHandler(connection, handler),
+      setPeerRequirement: (connection, requirement) =>
+        xpc().setPeerRequirement(connection, requirement),
+      resume: (connection) => xpc().resume(connection),
+      send: (connection, kind, payload) => xpc().send(connection, kind, payload),
+      cancel: (connection) => xpc().cancel(connection),
+      barrier: (connection, done) => xpc().barrier(connection, done),
+      peerPid: (connection) => xpc().peerPid(connection),
+      peerEuid: (connection) => xpc().peerEuid(connection),
+    },
+  };
+}
+
+/** A getter that binds on first use and keeps the result; a failure is retried next time. */
+function lazily<T>(bind: (() => T) | undefined, what: string): () => T {
+  let value: T | undefined;
+  return () => {
+    if (value !== undefined) return value;
+    if (!bind) {
+      throw createError(
+        'ERR_UNSUPPORTED_PLATFORM',
+        `These macOS bindings were made without ${what}; use loadDarwinBindings().`,
+      );
+    }
+    value = bind();
+    return value;
   };
 }
 
@@ -376,6 +403,7 @@ interface KoffiLibrary {
 interface Koffi extends BlocksKoffi {
   load(path: string): KoffiLibrary;
   decode(pointer: unknown, type: string): unknown;
+  view(pointer: unknown, length: number): ArrayBuffer;
   errno(): number;
 }
 
@@ -444,6 +472,42 @@ export const DARWIN_DECLARATIONS = Object.freeze({
   localAuthentication: Object.freeze({
     path: '/System/Library/Frameworks/LocalAuthentication.framework/LocalAuthentication',
     functions: Object.freeze({}),
+  }),
+  xpc: Object.freeze({
+    path: '/usr/lib/system/libxpc.dylib',
+    functions: Object.freeze({
+      xpc_connection_create_mach_service:
+        'void *xpc_connection_create_mach_service(const char *name, void *queue, uint64_t flags)',
+      xpc_connection_set_event_handler:
+        'void xpc_connection_set_event_handler(void *connection, void *handler)',
+      xpc_connection_resume: 'void xpc_connection_resume(void *connection)',
+      xpc_connection_cancel: 'void xpc_connection_cancel(void *connection)',
+      xpc_connection_send_barrier:
+        'void xpc_connection_send_barrier(void *connection, void *barrier)',
+      xpc_connection_send_message:
+        'void xpc_connection_send_message(void *connection, void *message)',
+      xpc_connection_get_pid: 'int xpc_connection_get_pid(void *connection)',
+      xpc_connection_get_euid: 'uint32_t xpc_connection_get_euid(void *connection)',
+      xpc_dictionary_create: 'void *xpc_dictionary_create(void *keys, void *values, size_t count)',
+      xpc_dictionary_set_data:
+        'void xpc_dictionary_set_data(void *dictionary, const char *key, void *bytes, size_t length)',
+      xpc_dictionary_set_bool:
+        'void xpc_dictionary_set_bool(void *dictionary, const char *key, bool value)',
+      xpc_dictionary_get_data:
+        'void *xpc_dictionary_get_data(void *dictionary, const char *key, void *length)',
+      xpc_dictionary_get_value: 'void *xpc_dictionary_get_value(void *dictionary, const char *key)',
+      xpc_get_type: 'void *xpc_get_type(void *object)',
+      xpc_retain: 'void *xpc_retain(void *object)',
+      xpc_release: 'void xpc_release(void *object)',
+    }),
+  }),
+  /** macOS 12 and later: bound when present. */
+  xpcSince12: Object.freeze({
+    path: '/usr/lib/system/libxpc.dylib',
+    functions: Object.freeze({
+      xpc_connection_set_peer_code_signing_requirement:
+        'int xpc_connection_set_peer_code_signing_requirement(void *connection, const char *requirement)',
+    }),
   }),
 });
 
@@ -515,8 +579,15 @@ async function bindDarwin(): Promise<DarwinBindings> {
       dictionaryKeyCallBacks: cf.library.symbol('kCFTypeDictionaryKeyCallBacks') as bigint,
       dictionaryValueCallBacks: cf.library.symbol('kCFTypeDictionaryValueCallBacks') as bigint,
     } as unknown as DarwinNative;
+    let blocks: BlockFactory | undefined;
+    const blockFactory = () =>
+      (blocks ??= createBlockFactory(koffi, {
+        lib: system.library,
+        globalBlockIsa: system.library.symbol('_NSConcreteGlobalBlock') as bigint,
+      }));
     return createDarwinBindings(native, {
-      localAuthentication: () => bindLocalAuthentication(koffi, system.library),
+      localAuthentication: () => bindLocalAuthentication(koffi, blockFactory),
+      xpc: () => bindXpc(koffi, blockFactory),
     });
   } catch (error) {
     throw new PlatformError(
@@ -529,7 +600,10 @@ async function bindDarwin(): Promise<DarwinBindings> {
 }
 
 /** Binds libobjc, Foundation and LocalAuthentication, with blocks over libSystem's runtime. */
-function bindLocalAuthentication(koffi: Koffi, system: KoffiLibrary): LocalAuthenticationBindings {
+function bindLocalAuthentication(
+  koffi: Koffi,
+  blockFactory: () => BlockFactory,
+): LocalAuthenticationBindings {
   try {
     const objc = bindLibrary(koffi, 'objc');
     // Loading the frameworks registers their classes (NSString, NSAutoreleasePool, LAContext).
@@ -539,12 +613,8 @@ function bindLocalAuthentication(koffi: Koffi, system: KoffiLibrary): LocalAuthe
       ...objc.functions,
       laErrorDomain: pointerConstant(koffi, la.library, 'LAErrorDomain'),
     } as unknown as ObjCNative;
-    const blocks = createBlockFactory(koffi, {
-      lib: system,
-      globalBlockIsa: system.symbol('_NSConcreteGlobalBlock') as bigint,
-    });
     debug('bound LocalAuthentication');
-    return createLocalAuthenticationBindings(native, blocks);
+    return createLocalAuthenticationBindings(native, blockFactory());
   } catch (error) {
     if (error instanceof PlatformError) throw error;
     throw new PlatformError(
@@ -553,5 +623,49 @@ function bindLocalAuthentication(koffi: Koffi, system: KoffiLibrary): LocalAuthe
         'need macOS 10.15 or later.',
       { cause: error },
     );
+  }
+}
+
+/** Binds libxpc for the XPC transport, with handler blocks over libSystem's runtime. */
+function bindXpc(koffi: Koffi, blockFactory: () => BlockFactory): XpcBindings {
+  try {
+    const xpc = bindLibrary(koffi, 'xpc');
+    let since12: Partial<Bound<'xpcSince12'>> = {};
+    try {
+      since12 = bindLibrary(koffi, 'xpcSince12').functions;
+    } catch (error) {
+      debug('no xpc_connection_set_peer_code_signing_requirement (before macOS 12): %O', error);
+    }
+    const symbol = (name: string): bigint => xpc.library.symbol(name) as bigint;
+    let peerRequirement: bigint | undefined;
+    try {
+      peerRequirement = symbol('_xpc_error_peer_code_signing_requirement');
+    } catch {
+      peerRequirement = undefined;
+    }
+    const native = {
+      ...xpc.functions,
+      ...since12,
+      copyBytes: (pointer: bigint, length: number) =>
+        Buffer.from(new Uint8Array(koffi.view(pointer, length)).slice()),
+      types: {
+        dictionary: symbol('_xpc_type_dictionary'),
+        error: symbol('_xpc_type_error'),
+        connection: symbol('_xpc_type_connection'),
+      },
+      errors: {
+        interrupted: symbol('_xpc_error_connection_interrupted'),
+        invalid: symbol('_xpc_error_connection_invalid'),
+        terminationImminent: symbol('_xpc_error_termination_imminent'),
+        ...(peerRequirement ? { peerRequirement } : {}),
+      },
+    } as unknown as XpcNative;
+    debug('bound libxpc');
+    return createXpcBindings(native, blockFactory());
+  } catch (error) {
+    if (error instanceof PlatformError) throw error;
+    throw new PlatformError('ERR_UNSUPPORTED_PLATFORM', 'Could not load libxpc.', {
+      cause: error,
+    });
   }
 }

@@ -145,8 +145,33 @@ export function identifySocketPeer(
       `The socket's audit token names pid ${tokenPid}, its LOCAL_PEERPID pid ${pid}: refusing a peer the kernel describes inconsistently.`,
     );
   }
+  const identity: PeerIdentity = Object.freeze({
+    ...describeProcess(bindings, pid, options),
+    source: LOCAL_PEERPID_SOURCE,
+  });
+  tokens.set(identity, Buffer.from(token));
+  return identity;
+}
+
+/**
+ * What `kinfo_proc` and `proc_pidpath` say about the live process `pid`: its pid, effective uid,
+ * start time and (when macOS says) executable — the same consistency rules as
+ * {@link identifySocketPeer} (read twice; a pid reused meanwhile is refused). For transports that
+ * learn only a pid from the OS, such as XPC (`xpc_connection_get_pid`).
+ *
+ * @throws `ERR_PEER_UNKNOWN` when the process exited (or is a zombie), started after
+ * `connectedAt`, changed while it was read, or macOS fails to answer.
+ */
+export function describeProcess(
+  reader: DarwinProcessReader,
+  pid: number,
+  options: IdentifySocketPeerOptions = {},
+): Omit<PeerIdentity, 'source'> {
+  if (!Number.isSafeInteger(pid) || pid <= 0) {
+    throw unknown(`Cannot describe process ${String(pid)}: not a process id.`);
+  }
   try {
-    const first = live(bindings, pid);
+    const first = live(reader, pid);
     if (first === undefined) {
       throw unknown(`The peer process (pid ${pid}) exited before it could be identified.`);
     }
@@ -159,22 +184,19 @@ export function identifySocketPeer(
           'exited and its pid was reused.',
       );
     }
-    const executable = pathOf(bindings, pid);
-    const again = live(bindings, pid);
+    const executable = pathOf(reader, pid);
+    const again = live(reader, pid);
     if (again === undefined || again.startTime !== first.startTime) {
       throw unknown(
         `The peer process (pid ${pid}) exited, or its pid was reused, while it was being identified.`,
       );
     }
-    const identity: PeerIdentity = Object.freeze({
+    return {
       pid,
       uid: first.uid,
       startTime: first.startTime,
       ...(executable === undefined ? {} : { executable }),
-      source: LOCAL_PEERPID_SOURCE,
-    });
-    tokens.set(identity, Buffer.from(token));
-    return identity;
+    };
   } catch (error) {
     if (error instanceof PeerError) throw error;
     throw unknown(`Could not read the peer process (pid ${pid}).`, error);

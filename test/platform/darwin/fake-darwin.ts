@@ -253,4 +253,13 @@ export class FakeDarwinBindings extends FakeDarwin implements DarwinBindings {
       return Promise.reject(new Error('not faked'));
     },
   };
+
+  /** Not faked here: test/support/fake-xpc.ts fakes libxpc for the XPC transport. */
+  readonly xpc = new Proxy({} as DarwinBindings['xpc'], {
+    get(_target, name) {
+      return () => {
+        throw new Error(`xpc.${String(name)} is not faked in FakeDarwinBindings`);
+      };
+    },
+  });
 }
