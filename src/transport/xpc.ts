@@ -182,13 +182,19 @@ export const XPC_KEYS: Readonly<Record<XpcMessageKind, string>> = Object.freeze(
 export const DEFAULT_XPC_CONNECT_TIMEOUT_MS = 5000;
 
 /** How long {@link listenXpc} waits for a new peer's probe by default, in milliseconds. */
-export const DEFAULT_XPC_PROBE_TIMEOUT_MS = 10_000;
+export const DEFAULT_XPC_PROBE_TIMEOUT_MS = 5_000;
+
+/** Peers a listener holds in their handshake at once by default; more are refused at once. */
+export const DEFAULT_XPC_MAX_PENDING_PEERS = 256;
 
 /** The longest mach service name accepted (launchd's limit is 128 bytes with the NUL). */
 export const MAX_XPC_SERVICE_NAME_LENGTH = 127;
 
 /** Incoming messages held for a first (or next) `onMessage` subscriber before the peer is cut off. */
 const MAX_HELD_MESSAGES = 1024;
+
+/** How long `close()` waits for the send barrier before it cancels anyway. */
+const CLOSE_FLUSH_TIMEOUT_MS = 2_000;
 
 /** Bytes of incoming messages held for a subscriber before the peer is cut off (at least one frame). */
 const MAX_HELD_BYTES = 16 * 1024 * 1024;
@@ -199,8 +205,12 @@ const MAX_TIMER_MS = 2_147_483_647;
 /** Where the bindings come from: the bindings themselves, or a loader called once per call. */
 export type XpcBindingsSource = XpcBindings | (() => XpcBindings | Promise<XpcBindings>);
 
-/** What the platform adds to the pid and uid libxpc reports (start time, executable, …). */
-export type XpcIdentify = (pid: number) => Partial<PeerIdentity>;
+/**
+ * What the platform adds to the pid and uid libxpc reports (start time, executable, …).
+ * `connectedAt` (`Date.now()` when the connection was made): a process that started after it
+ * cannot be the peer — its pid was reused — and must be refused (throw).
+ */
+export type XpcIdentify = (pid: number, context: { connectedAt: number }) => Partial<PeerIdentity>;
 
 /** Options for {@link connectXpc}. */
 export interface XpcConnectOptions {
@@ -249,8 +259,14 @@ export interface XpcListenOptions {
   identify?: XpcIdentify;
   /** Largest message, as UTF-8 JSON bytes, sent or accepted; default 1 MiB. */
   maxFrameBytes?: number;
-  /** How long a new peer has to send its probe; default 10 000 ms. */
+  /** How long a new peer has to send its probe; default 5000 ms. */
   probeTimeoutMs?: number;
+  /**
+   * Peers held in their handshake at once; default 256. Connecting costs nothing and libxpc may
+   * drop the messages of a peer that fails `requirement` without telling us, so such peers wait
+   * for `probeTimeoutMs`: beyond this many, new ones are refused at once.
+   */
+  maxPendingPeers?: number;
   /** Cancels setting up the listener (not the listener once it is running). */
   signal?: AbortSignal;
 }
@@ -388,7 +404,7 @@ async function bindingsFor(
   const darwin = await loadDarwinBindings();
   return {
     bindings: darwin.xpc,
-    identify: settings.identify ?? ((pid) => describeProcess(darwin, pid)),
+    identify: settings.identify ?? ((pid, context) => describeProcess(darwin, pid, context)),
   };
 }
 
@@ -434,7 +450,11 @@ function isUid(value: unknown): value is number {
  * @throws `ERR_PEER_UNKNOWN` when libxpc reports no process (pid 0) or `identify` fails, returns
  *   something that is not an identity, or describes another process or user.
  */
-function identifyPeer(channel: XpcChannel, identify: XpcIdentify | undefined): PeerIdentity {
+function identifyPeer(
+  channel: XpcChannel,
+  identify: XpcIdentify | undefined,
+  connectedAt: number,
+): PeerIdentity {
   let pid: unknown;
   let euid: unknown;
   try {
@@ -459,7 +479,7 @@ function identifyPeer(channel: XpcChannel, identify: XpcIdentify | undefined): P
   if (identify !== undefined) {
     let result: unknown;
     try {
-      result = identify(pid);
+      result = identify(pid, { connectedAt });
     } catch (error) {
       throw createError(
         'ERR_PEER_UNKNOWN',
@@ -537,6 +557,7 @@ class XpcChannel {
   #cancelled = false;
   /** A barrier is set; cancel follows it. */
   #draining = false;
+  #drainTimer: NodeJS.Timeout | undefined;
   #resolveEnded!: () => void;
 
   constructor(bindings: XpcBindings, connection: XpcConnection, route: (event: XpcEvent) => void) {
@@ -567,6 +588,7 @@ class XpcChannel {
     const checked = normalizeEvent(event);
     if (checked.type === 'error' && checked.error === 'invalid') {
       this.#invalid = true;
+      clearTimeout(this.#drainTimer);
       this.#resolveEnded();
     }
     try {
@@ -590,6 +612,12 @@ class XpcChannel {
   cancelAfterSends(): void {
     if (this.ending || this.#draining) return;
     this.#draining = true;
+    // A barrier that never runs (a peer that does not read) must not keep the connection open.
+    this.#drainTimer = setTimeout(() => {
+      debug('the send barrier did not run within %d ms; cancelling', CLOSE_FLUSH_TIMEOUT_MS);
+      this.cancel();
+    }, CLOSE_FLUSH_TIMEOUT_MS);
+    this.#drainTimer.unref();
     try {
       this.bindings.barrier(this.connection, () => this.cancel());
     } catch (error) {
@@ -600,6 +628,7 @@ class XpcChannel {
 
   /** xpc_connection_cancel, at most once and never after `invalid`; never throws. */
   cancel(): void {
+    clearTimeout(this.#drainTimer);
     if (this.#invalid || this.#cancelled) return;
     this.#cancelled = true;
     try {
@@ -852,7 +881,7 @@ class XpcTransport implements Transport {
       this.#fail(
         createError(
           'ERR_SEND_BUFFER_FULL',
-          `The other side sent more than ${events.queue.length} messages (${this.#heldBytes + bytes} bytes) that were not read yet, ` +
+          `The other side sent ${events.queue.length + 1} messages (${this.#heldBytes + bytes} bytes) that were not read yet, ` +
             `over the limit of ${MAX_HELD_MESSAGES} messages or ${this.#maxHeldBytes} bytes; the connection was closed. ` +
             'Subscribe to messages (onMessage) before the other side sends many.',
         ),
@@ -1034,6 +1063,7 @@ function handshakeAsClient(
   const { service, requirement, identify } = settings;
   const what = `Connecting to the XPC service ${service}`;
   return new Promise<Transport>((resolve, reject) => {
+    const connectedAt = Date.now();
     let connection: XpcConnection;
     try {
       connection = bindings.createMachService(service, { listener: false });
@@ -1070,7 +1100,7 @@ function handshakeAsClient(
     const accept = (): void => {
       let peer: PeerIdentity;
       try {
-        peer = identifyPeer(channel, identify);
+        peer = identifyPeer(channel, identify, connectedAt);
       } catch (error) {
         fail(refused(errorMessage(error), error));
         return;
@@ -1202,7 +1232,11 @@ function handshakeAsClient(
           createError(
             'ERR_TIMEOUT',
             `The XPC service ${service} did not answer within ${timeoutMs} ms. Check that the app's helper is running ` +
-              `and responsive (launchctl print gui/$UID/${service}), then try again.`,
+              `and responsive (launchctl print gui/$UID/${service}), then try again.` +
+              (requirement === undefined
+                ? ''
+                : ' libxpc may also have dropped its answer because the process holding the service ' +
+                  'does not satisfy the code-signing requirement: nothing but an empty probe was sent to it.'),
           ),
         ),
       timeoutMs,
@@ -1220,6 +1254,8 @@ function handshakeAsClient(
 /** A peer connection waiting for its probe. */
 interface PendingPeer {
   readonly channel: XpcChannel;
+  /** When libxpc handed the connection over (`Date.now()`). */
+  readonly connectedAt: number;
   timer: NodeJS.Timeout | undefined;
   done: boolean;
 }
@@ -1229,6 +1265,7 @@ class XpcListener implements TransportListener {
   readonly #bindings: XpcBindings;
   readonly #settings: ConnectionSettings;
   readonly #probeTimeoutMs: number;
+  readonly #maxPendingPeers: number;
   readonly #connections = new ConnectionEvents(() => !this.#closed);
   readonly #errorListeners = new Set<(error: Error) => void>();
   /** Errors reported while nobody listened for them, for the first subscriber. */
@@ -1240,11 +1277,17 @@ class XpcListener implements TransportListener {
   #requirementReported = false;
   #closing: Promise<void> | undefined;
 
-  constructor(bindings: XpcBindings, settings: ConnectionSettings, probeTimeoutMs: number) {
+  constructor(
+    bindings: XpcBindings,
+    settings: ConnectionSettings,
+    probeTimeoutMs: number,
+    maxPendingPeers: number,
+  ) {
     this.address = settings.service;
     this.#bindings = bindings;
     this.#settings = settings;
     this.#probeTimeoutMs = probeTimeoutMs;
+    this.#maxPendingPeers = maxPendingPeers;
   }
 
   /** @internal Creates, handles and resumes the listener connection. */
@@ -1366,6 +1409,10 @@ class XpcListener implements TransportListener {
       refuse(bindings, connection, 'the listener is closed');
       return;
     }
+    if (this.#pending.size >= this.#maxPendingPeers) {
+      refuse(bindings, connection, `${this.#pending.size} peers are already in their handshake`);
+      return;
+    }
     const { requirement } = this.#settings;
     if (requirement !== undefined) {
       try {
@@ -1387,7 +1434,12 @@ class XpcListener implements TransportListener {
       }
     }
     const channel = new XpcChannel(bindings, connection, () => {});
-    const pending: PendingPeer = { channel, timer: undefined, done: false };
+    const pending: PendingPeer = {
+      channel,
+      connectedAt: Date.now(),
+      timer: undefined,
+      done: false,
+    };
     channel.route((event) => this.#onHandshakeEvent(pending, event));
     try {
       bindings.setEventHandler(connection, channel.handle);
@@ -1451,7 +1503,7 @@ class XpcListener implements TransportListener {
     let peer: PeerIdentity;
     try {
       // Right after the probe arrived: libxpc's "last sender" is this peer.
-      peer = identifyPeer(channel, this.#settings.identify);
+      peer = identifyPeer(channel, this.#settings.identify, pending.connectedAt);
     } catch (error) {
       this.#drop(pending, `it could not be identified: ${errorMessage(error)}`);
       return;
@@ -1514,11 +1566,22 @@ export async function listenXpc(options: XpcListenOptions): Promise<TransportLis
     options.probeTimeoutMs,
     DEFAULT_XPC_PROBE_TIMEOUT_MS,
   );
+  const maxPendingPeers = options.maxPendingPeers ?? DEFAULT_XPC_MAX_PENDING_PEERS;
+  if (!Number.isSafeInteger(maxPendingPeers) || maxPendingPeers < 1) {
+    throw invalid(
+      `listenXpc: maxPendingPeers must be a positive whole number, not ${shown(options.maxPendingPeers)}.`,
+    );
+  }
   const what = `Listening on the XPC service ${settings.service}`;
   throwIfAborted(options.signal, what);
   const { bindings, identify } = await bindingsFor(options, settings, 'listenXpc');
   throwIfAborted(options.signal, what);
-  const listener = new XpcListener(bindings, { ...settings, identify }, probeTimeoutMs);
+  const listener = new XpcListener(
+    bindings,
+    { ...settings, identify },
+    probeTimeoutMs,
+    maxPendingPeers,
+  );
   listener.start();
   debug('listening on %s', settings.service);
   return listener;

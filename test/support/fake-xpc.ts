@@ -48,9 +48,17 @@ export interface FakeXpcWorldOptions {
   remoteCancel?: 'invalid' | 'interrupted';
   /**
    * Whether cancel discards messages sent in the same turn that libxpc has not sent yet, as
-   * Apple's documentation of `xpc_connection_cancel` says. Default false: they are delivered.
+   * Apple's documentation of `xpc_connection_cancel` says. Default true.
    */
   cancelDiscardsUnsent?: boolean;
+  /**
+   * What libxpc does with a message from a peer that fails the connection's requirement:
+   * `error` (deliver `XPC_ERROR_PEER_CODE_SIGNING_REQUIREMENT` instead; the default) or `drop`
+   * (drop it silently). Apple documents the error for replies only; tests run both.
+   */
+  requirementFailure?: 'error' | 'drop';
+  /** Whether a send barrier runs (`runs`, the default) or never does (`never`). */
+  barrier?: 'runs' | 'never';
 }
 
 /** One fake process. */
@@ -169,7 +177,9 @@ export class FakeXpcWorld {
   constructor(options: FakeXpcWorldOptions = {}) {
     this.options = {
       remoteCancel: options.remoteCancel ?? 'invalid',
-      cancelDiscardsUnsent: options.cancelDiscardsUnsent ?? false,
+      cancelDiscardsUnsent: options.cancelDiscardsUnsent ?? true,
+      requirementFailure: options.requirementFailure ?? 'error',
+      barrier: options.barrier ?? 'runs',
     };
   }
 
@@ -399,6 +409,7 @@ export class FakeXpcWorld {
       let event = envelope.event;
       if (event.type === 'message' && envelope.sender !== undefined) {
         if (state.requirement !== undefined && !envelope.sender.satisfies.has(state.requirement)) {
+          if (this.options.requirementFailure === 'drop') continue;
           event = { type: 'error', error: 'peer-requirement' };
         } else {
           state.lastSender = envelope.sender;
@@ -593,6 +604,7 @@ export class FakeXpc implements XpcBindings {
     state.barriers++;
     // Everything sent before the barrier is sent first; then the barrier runs, cancelled or not.
     if (!state.cancelled && state.owner.alive) this.world.flush(state);
+    if (this.world.options.barrier === 'never') return;
     this.world.later(() => {
       if (this.#alive) done();
     });

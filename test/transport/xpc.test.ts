@@ -1134,3 +1134,135 @@ describe('the fake libxpc catches misuse', () => {
     expect(events.sort()).toEqual(['message:probe', 'peer-requirement']);
   });
 });
+
+// ---- found in review: floods, drop semantics, a barrier that never runs, pid reuse ----------
+
+describe('where libxpc drops a message that fails the requirement (instead of reporting it)', () => {
+  it('a client facing a squatter times out, says a signature mismatch may be why, and sent only the probe', async () => {
+    newWorld({ requirementFailure: 'drop' });
+    rogueServer(serverProcess({ satisfies: [] }), () => {});
+    const clientFake = clientProcess();
+    const error = await rejectionOf(
+      connectXpc({
+        service,
+        requirement: SERVER_REQUIREMENT,
+        bindings: clientFake,
+        timeoutMs: 200,
+      }),
+    );
+    expect(error.code).toBe('ERR_TIMEOUT');
+    expect(error.message).toMatch(/does not satisfy the code-signing requirement/);
+    expect(clientFake.sent).toEqual({ frame: 0, probe: 1, 'probe-ack': 0 });
+  });
+
+  it('peers that never get through wait at most probeTimeoutMs, and at most maxPendingPeers of them', async () => {
+    newWorld({ requirementFailure: 'drop' });
+    const listener = await listen(serverProcess(), {
+      requirement: CLIENT_REQUIREMENT,
+      probeTimeoutMs: 1_000,
+      maxPendingPeers: 3,
+    });
+    const transports = accepted(listener);
+    // Five unsigned peers: their probes are dropped; three wait, two are refused at once.
+    const outcomes = Array.from({ length: 5 }, (_, index) =>
+      rejectionOf(
+        connectXpc({
+          service,
+          bindings: clientProcess({ pid: 5000 + index, satisfies: [] }),
+          timeoutMs: 5_000,
+        }),
+      ),
+    );
+    const started = Date.now();
+    const settled = await Promise.all(
+      outcomes.map(async (outcome) => ({ code: (await outcome).code, ms: Date.now() - started })),
+    );
+    expect(settled.map(({ code }) => code)).toEqual(Array(5).fill('ERR_APP_UNAVAILABLE'));
+    // Two refused at once; three dropped after the probe timeout, well before their own timeout.
+    const early = settled.filter(({ ms }) => ms < 600);
+    const late = settled.filter(({ ms }) => ms >= 600 && ms < 4_000);
+    expect({ early: early.length, late: late.length }).toEqual({ early: 2, late: 3 });
+    expect(world.connections({ role: 'accepted' }).filter((c) => c.invalidDelivered === 0)).toEqual(
+      [],
+    );
+    // A signed client is served afterwards.
+    await connect(clientProcess(), { requirement: SERVER_REQUIREMENT });
+    await until(() => transports.length === 1, 'accepting the signed client');
+  });
+
+  it('refuses a bad maxPendingPeers', async () => {
+    for (const value of [0, -1, 1.5, Number.NaN]) {
+      expect(
+        (
+          await rejectionOf(
+            listenXpc({ service, bindings: serverProcess(), maxPendingPeers: value }),
+          )
+        ).code,
+      ).toBe('ERR_INVALID_ARGUMENT');
+    }
+  });
+});
+
+describe('close() when the send barrier never runs', () => {
+  it('cancels anyway after a bounded wait, and resolves', async () => {
+    newWorld({ barrier: 'never' });
+    const { clientFake, client } = await pair();
+    const started = Date.now();
+    await client.close();
+    const waited = Date.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(1_900);
+    expect(waited).toBeLessThan(4_000);
+    const state = world.connection(connectionOf(clientFake, 'client'));
+    expect({ barriers: state.barriers, cancels: state.cancels }).toEqual({
+      barriers: 1,
+      cancels: 1,
+    });
+  });
+});
+
+describe('identify gets when the connection was made', () => {
+  it('on both sides, so a process that started later (a reused pid) can be refused', async () => {
+    const seen: Array<{ side: string; pid: number; connectedAt: number }> = [];
+    const before = Date.now();
+    const { server, client } = await pair({
+      server: {
+        identify: (pid, { connectedAt }) => {
+          seen.push({ side: 'server', pid, connectedAt });
+          return {};
+        },
+      },
+      client: {
+        identify: (pid, { connectedAt }) => {
+          seen.push({ side: 'client', pid, connectedAt });
+          return {};
+        },
+      },
+    });
+    expect(server.peer?.pid).toBe(CLIENT_PID);
+    expect(client.peer?.pid).toBe(SERVER_PID);
+    expect(seen.map(({ side, pid }) => ({ side, pid }))).toEqual([
+      { side: 'server', pid: CLIENT_PID },
+      { side: 'client', pid: SERVER_PID },
+    ]);
+    for (const { connectedAt } of seen) {
+      expect(connectedAt).toBeGreaterThanOrEqual(before);
+      expect(connectedAt).toBeLessThanOrEqual(Date.now());
+    }
+  });
+
+  it('a peer whose process started after the connection is refused (identify throws)', async () => {
+    const listener = await listen(serverProcess(), {
+      requirement: CLIENT_REQUIREMENT,
+      identify: (_pid, { connectedAt }) => {
+        // What describeProcess does with a start time after connectedAt.
+        if (connectedAt > 0) throw new Error('started after the connection was made');
+        return {};
+      },
+    });
+    accepted(listener);
+    const error = await rejectionOf(
+      connectXpc({ service, requirement: SERVER_REQUIREMENT, bindings: clientProcess() }),
+    );
+    expect(error.code).toBe('ERR_APP_UNAVAILABLE');
+  });
+});
