@@ -119,6 +119,8 @@ export type XpcEvent =
       readonly type: 'message';
       readonly kind: XpcMessageKind | 'unknown';
       readonly payload?: Buffer;
+      /** A frame over the handler's `maxFrameBytes`: its length. Its bytes were not copied. */
+      readonly oversize?: number;
     }
   /** On a listener: a new peer connection (the bindings retained it for us). It MUST get a
    *  handler and be resumed exactly once, even to refuse it (handler, cancel, resume):
@@ -144,7 +146,11 @@ export interface XpcBindings {
   createMachService(name: string, options: { listener: boolean }): XpcConnection;
   /** Installs the handler (once per connection). Events arrive on the JS thread, in order per
    *  connection; the process is kept alive until 'invalid'. */
-  setEventHandler(connection: XpcConnection, handler: (event: XpcEvent) => void): void;
+  setEventHandler(
+    connection: XpcConnection,
+    handler: (event: XpcEvent) => void,
+    options?: { readonly maxFrameBytes?: number },
+  ): void;
   /** Before resume. @throws ERR_UNSUPPORTED_PLATFORM (macOS < 12: function missing),
    *  ERR_INVALID_ARGUMENT (libxpc said EINVAL: the requirement does not compile). */
   setPeerRequirement(connection: XpcConnection, requirement: string): void;
@@ -536,6 +542,10 @@ function normalizeEvent(event: unknown): XpcEvent {
   if (type === 'message') {
     if (!MESSAGE_KINDS.has(kind)) return { type: 'message', kind: 'unknown' };
     if (kind === 'frame' && Buffer.isBuffer(payload)) return { type: 'message', kind, payload };
+    const { oversize } = event as { oversize?: unknown };
+    if (kind === 'frame' && typeof oversize === 'number' && Number.isSafeInteger(oversize)) {
+      return { type: 'message', kind, oversize };
+    }
     return { type: 'message', kind: kind as XpcMessageKind };
   }
   if (type === 'connection' && typeof connection === 'bigint') return { type, connection };
@@ -814,7 +824,7 @@ class XpcTransport implements Transport {
   readonly #onEvent = (event: XpcEvent): void => {
     switch (event.type) {
       case 'message':
-        this.#onMessage(event.kind, event.payload);
+        this.#onMessage(event.kind, event.payload, event.oversize);
         return;
       case 'connection':
         // Only listeners get these; refused so that libxpc can release it.
@@ -826,7 +836,11 @@ class XpcTransport implements Transport {
     }
   };
 
-  #onMessage(kind: XpcMessageKind | 'unknown', payload: Buffer | undefined): void {
+  #onMessage(
+    kind: XpcMessageKind | 'unknown',
+    payload: Buffer | undefined,
+    oversize: number | undefined,
+  ): void {
     // Closing: what still arrives is never delivered.
     if (this.#events.state !== 'open') return;
     if (kind !== 'frame') {
@@ -840,6 +854,17 @@ class XpcTransport implements Transport {
       );
       return;
     }
+    const max = this.#settings.maxFrameBytes;
+    if (oversize !== undefined) {
+      this.#fail(
+        createError(
+          'ERR_FRAME_TOO_LARGE',
+          `The other side sent a message of ${oversize} bytes, over the limit of ${max} bytes; ` +
+            'the connection was closed. If such large messages are expected, raise maxFrameBytes on both ends.',
+        ),
+      );
+      return;
+    }
     if (payload === undefined) {
       this.#fail(
         createError(
@@ -849,7 +874,6 @@ class XpcTransport implements Transport {
       );
       return;
     }
-    const max = this.#settings.maxFrameBytes;
     if (payload.length > max) {
       this.#fail(
         createError(
@@ -1194,7 +1218,9 @@ function handshakeAsClient(
     });
 
     try {
-      bindings.setEventHandler(connection, channel.handle);
+      bindings.setEventHandler(connection, channel.handle, {
+        maxFrameBytes: settings.maxFrameBytes,
+      });
     } catch (error) {
       // Without a handler the connection can be neither resumed nor cancelled safely.
       settled = true;
@@ -1442,7 +1468,9 @@ class XpcListener implements TransportListener {
     };
     channel.route((event) => this.#onHandshakeEvent(pending, event));
     try {
-      bindings.setEventHandler(connection, channel.handle);
+      bindings.setEventHandler(connection, channel.handle, {
+        maxFrameBytes: this.#settings.maxFrameBytes,
+      });
     } catch (error) {
       debug('could not install a handler on a new XPC peer: %s', errorMessage(error));
       return;

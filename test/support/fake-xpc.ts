@@ -114,6 +114,7 @@ class FakeConnectionState implements FakeConnectionInfo {
   resumes = 0;
   cancels = 0;
   barriers = 0;
+  maxFrameBytes: number | undefined;
   invalidDelivered = 0;
   readonly delivered: string[] = [];
   readonly sent: Record<XpcMessageKind, number> = { frame: 0, probe: 0, 'probe-ack': 0 };
@@ -415,6 +416,15 @@ export class FakeXpcWorld {
           state.lastSender = envelope.sender;
         }
       }
+      // Like the binding: a frame over the handler's limit is reported by its length, uncopied.
+      if (
+        event.type === 'message' &&
+        event.payload !== undefined &&
+        state.maxFrameBytes !== undefined &&
+        event.payload.length > state.maxFrameBytes
+      ) {
+        event = { type: 'message', kind: event.kind, oversize: event.payload.length };
+      }
       if (event.type === 'error' && event.error === 'invalid') state.invalidDelivered++;
       state.delivered.push(describe(event));
       try {
@@ -502,7 +512,11 @@ export class FakeXpc implements XpcBindings {
     return state.id;
   }
 
-  setEventHandler(connection: XpcConnection, handler: (event: XpcEvent) => void): void {
+  setEventHandler(
+    connection: XpcConnection,
+    handler: (event: XpcEvent) => void,
+    options: { readonly maxFrameBytes?: number } = {},
+  ): void {
     if (!this.#alive) return; // a dead process runs nothing: stale objects of it do nothing
     const state = this.#state(connection, 'setEventHandler');
     this.#log('setEventHandler', connection);
@@ -512,6 +526,7 @@ export class FakeXpc implements XpcBindings {
     if (state.resumes > 0)
       this.world.fail(`setEventHandler after resume on connection ${connection}`);
     state.handler = handler;
+    state.maxFrameBytes = options.maxFrameBytes;
   }
 
   setPeerRequirement(connection: XpcConnection, requirement: string): void {

@@ -364,7 +364,8 @@ export function createDarwinBindings(
 
     xpc: {
       createMachService: (name, serviceOptions) => xpc().createMachService(name, serviceOptions),
-      setEventHandler: (connection, handler) => xpc().setEventHandler(connection, handler),
+      setEventHandler: (connection, handler, handlerOptions) =>
+        xpc().setEventHandler(connection, handler, handlerOptions),
       setPeerRequirement: (connection, requirement) =>
         xpc().setPeerRequirement(connection, requirement),
       resume: (connection) => xpc().resume(connection),
@@ -647,7 +648,8 @@ function bindXpc(koffi: Koffi, blockFactory: () => BlockFactory): XpcBindings {
       ...xpc.functions,
       ...since12,
       copyBytes: (pointer: bigint, length: number) =>
-        Buffer.from(new Uint8Array(koffi.view(pointer, length)).slice()),
+        // One copy: the view is XPC's memory, freed after the handler returns.
+        Buffer.from(new Uint8Array(koffi.view(pointer, length))),
       types: {
         dictionary: symbol('_xpc_type_dictionary'),
         error: symbol('_xpc_type_error'),

@@ -105,7 +105,7 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
   const handled = new Set<bigint>();
   const lengthOut = Buffer.alloc(8);
 
-  const decode = (object: bigint): XpcEvent => {
+  const decode = (object: bigint, maxFrameBytes: number): XpcEvent => {
     const type = native.xpc_get_type(object);
     if (type === native.types.dictionary) {
       for (const kind of KINDS) {
@@ -115,6 +115,8 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
           const bytes = native.xpc_dictionary_get_data(object, key, lengthOut);
           if (isNull(bytes)) continue;
           const length = Number(lengthOut.readBigUInt64LE(0));
+          // Over the limit: reported by its length, never copied.
+          if (length > maxFrameBytes) return { type: 'message', kind, oversize: length };
           return { type: 'message', kind, payload: native.copyBytes(bytes, length) };
         }
         if (!isNull(native.xpc_dictionary_get_value(object, key))) return { type: 'message', kind };
@@ -161,17 +163,19 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
       return connection;
     },
 
-    setEventHandler(connection, handler) {
+    setEventHandler(connection, handler, options = {}) {
       if (handled.has(connection)) {
         throw createError('ERR_INVALID_ARGUMENT', 'This XPC connection already has a handler.');
       }
-      handled.add(connection);
+      const maxFrameBytes = options.maxFrameBytes ?? Number.POSITIVE_INFINITY;
       let ended = false;
+      // Made before the connection counts as handled: when it fails (no callback slot left), a
+      // later attempt may still install a handler.
       const block = blocks.makeBlock(XPC_HANDLER_SIGNATURE, (object: Pointer) => {
         if (ended || isNull(object)) return;
         let event: XpcEvent;
         try {
-          event = decode(object);
+          event = decode(object, maxFrameBytes);
         } catch (error) {
           debug('could not decode an XPC event: %s', errorMessage(error));
           event = { type: 'error', error: 'other' };
@@ -189,6 +193,7 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
           }
         }
       });
+      handled.add(connection);
       native.xpc_connection_set_event_handler(connection, block.pointer);
     },
 

@@ -246,6 +246,39 @@ describe('createXpcBindings', () => {
     ]);
   });
 
+  it('reports a frame over maxFrameBytes by its length, without copying it', () => {
+    const { native, xpc } = setup();
+    const connection = xpc.createMachService('s', { listener: false });
+    const events: XpcEvent[] = [];
+    xpc.setEventHandler(connection, (event) => events.push(event), { maxFrameBytes: 4 });
+    let copies = 0;
+    const copy = native.copyBytes.bind(native);
+    native.copyBytes = (pointer, length) => {
+      copies++;
+      return copy(pointer, length);
+    };
+    native.deliver(connection, native.message({ [XPC_KEYS.frame]: Buffer.from('12345') }), true);
+    native.deliver(connection, native.message({ [XPC_KEYS.frame]: Buffer.from('1234') }), true);
+    expect(events).toEqual([
+      { type: 'message', kind: 'frame', oversize: 5 },
+      { type: 'message', kind: 'frame', payload: Buffer.from('1234') },
+    ]);
+    expect(copies).toBe(1);
+  });
+
+  it('can install a handler again after making its block failed (no callback slot left)', () => {
+    const { native, xpc } = setup();
+    const connection = xpc.createMachService('s', { listener: false });
+    const make = native.blocks.makeBlock.bind(native.blocks);
+    native.blocks.makeBlock = () => {
+      throw new Error('too many callbacks');
+    };
+    expect(() => xpc.setEventHandler(connection, () => {})).toThrow('too many callbacks');
+    native.blocks.makeBlock = make;
+    xpc.setEventHandler(connection, () => {});
+    expect(native.live(connection, 'test').handlerBlock).toBeDefined();
+  });
+
   it('retains a connection from a listener, and releases it once, a turn after its last event', async () => {
     const { native, xpc } = setup();
     const listener = xpc.createMachService('s', { listener: true });
