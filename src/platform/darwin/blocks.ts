@@ -19,10 +19,12 @@
  * 3. Call {@link ObjCBlock.dispose} once the block can no longer be called: after the one
  *    reply of a one-shot API (it may be called from inside the function), or after the
  *    connection that holds an event handler was cancelled and its last event arrived. Disposing
- *    unrefs the loop at once and unregisters the callback a moment later, so the native
- *    thread that made the last call has returned from it. A block called after its callback
- *    is unregistered crashes the process: when in doubt, do not dispose (a leaked block costs
- *    one of koffi's callback slots).
+ *    unrefs the loop at once and, a moment later (so the native thread that made the last call
+ *    has returned from it), points the block's `invoke` at a shared no-op and unregisters the
+ *    callback. The block's own memory (48 bytes) is never freed: the runtime may still
+ *    `_Block_release` a copy it kept, and reads the block's flags to do so. A `void` block
+ *    called after it was disposed then does nothing; one returning a value keeps its callback
+ *    registered instead (a leaked callback slot), since a no-op cannot return its value.
  *
  * This file touches koffi only through the instance and the loaded block runtime it is given
  * (libSystem on macOS, `libBlocksRuntime.so.0` on Linux, where the tests run it for real);
@@ -37,6 +39,9 @@ import { createLog } from '../../util/log.js';
 
 const debug = createLog('bridgekeeper:darwin:blocks');
 
+/** Byte offset of `invoke` in a block literal (after `isa`, `flags`, `reserved`). */
+const INVOKE_OFFSET = 16;
+
 /** `BLOCK_IS_GLOBAL` from the Block ABI: `_Block_copy` returns the block itself. */
 export const BLOCK_IS_GLOBAL = 1 << 28;
 
@@ -47,7 +52,7 @@ export const BLOCK_IS_GLOBAL = 1 << 28;
 export const UNREGISTER_DELAY_MS = 1_000;
 
 // Native code holds only a block's address: its memory stays reachable from this module-level
-// set until the callback is unregistered, whether or not anyone keeps the ObjCBlock or factory.
+// set for the life of the process, whether or not anyone keeps the ObjCBlock or factory.
 const live = new Set<Buffer>();
 
 /** A koffi type object, as far as this module reads it. */
@@ -87,6 +92,11 @@ export interface ObjCBlock {
    * calling it from inside the block's function is fine. Idempotent.
    */
   dispose(): void;
+  /**
+   * Stops keeping the process alive, without disposing: for a block native code may still call
+   * but nobody waits for any more (a reply after its request was abandoned). Idempotent.
+   */
+  unref(): void;
 }
 
 /** Options for {@link BlockFactory.makeBlock}. */
@@ -156,6 +166,8 @@ export function createBlockFactory(koffi: BlocksKoffi, runtime: BlockRuntime): B
   const blockCopy = runtime.lib.func('void *_Block_copy(void *block)') as (b: bigint) => unknown;
   const blockRelease = runtime.lib.func('void _Block_release(void *block)') as (b: bigint) => void;
   const protos = new Map<string, KoffiType>();
+  // What a disposed void block's invoke points at: registered once, never unregistered.
+  const noop = koffi.register(() => undefined, koffi.pointer(koffi.proto('void (void *block)')));
 
   // One allocation per block: the literal, then its descriptor.
   const write = (invoke: bigint): Buffer => {
@@ -206,6 +218,7 @@ export function createBlockFactory(koffi: BlocksKoffi, runtime: BlockRuntime): B
         );
       }
 
+      const returnsVoid = /^\s*void\s+(?!\*)/.test(signature);
       let disposed = false;
       const invoke = (_block: unknown, ...args: never[]): unknown => {
         if (disposed) {
@@ -234,6 +247,10 @@ export function createBlockFactory(koffi: BlocksKoffi, runtime: BlockRuntime): B
         get disposed() {
           return disposed;
         },
+        unref() {
+          if (keepAlive) clearInterval(keepAlive);
+          keepAlive = undefined;
+        },
         dispose() {
           if (disposed) return;
           disposed = true;
@@ -242,8 +259,15 @@ export function createBlockFactory(koffi: BlocksKoffi, runtime: BlockRuntime): B
           // Unref'd: a process that has nothing else to do may exit meanwhile, and the callback
           // slot goes with it.
           setTimeout(() => {
+            if (!returnsVoid) {
+              debug(
+                'block %s returns a value: its callback stays registered',
+                pointer.toString(16),
+              );
+              return;
+            }
+            koffi.encode(memory, INVOKE_OFFSET, 'void *' as unknown as KoffiType, noop);
             koffi.unregister(callback);
-            live.delete(memory);
             debug('disposed block %s', pointer.toString(16));
           }, UNREGISTER_DELAY_MS).unref();
         },

@@ -32,7 +32,7 @@ import type {
   LocalAuthenticationResult,
 } from '../../prompt/local-authentication.js';
 import { createLog } from '../../util/log.js';
-import type { BlockFactory } from './blocks.js';
+import type { BlockFactory, ObjCBlock } from './blocks.js';
 
 const debug = createLog('bridgekeeper:darwin:local-authentication');
 
@@ -192,11 +192,13 @@ export function createLocalAuthenticationBindings(
 
     evaluatePolicy(policy, reason, { signal }): Promise<LocalAuthenticationResult> {
       if (signal.aborted) return Promise.resolve({ ok: false, code: APP_CANCEL });
-      if (typeof reason !== 'string' || reason.includes('\0')) {
+      // An empty reason makes LocalAuthentication raise an Objective-C exception, which would
+      // abort the process on its way through koffi.
+      if (typeof reason !== 'string' || reason.trim() === '' || reason.includes('\0')) {
         return Promise.reject(
           createError(
             'ERR_INVALID_ARGUMENT',
-            'The LocalAuthentication reason must be a string without NUL characters.',
+            'The LocalAuthentication reason must be a non-empty string without NUL characters.',
           ),
         );
       }
@@ -222,8 +224,12 @@ export function createLocalAuthenticationBindings(
         }
 
         let replied = false;
+        let block: ObjCBlock | undefined;
         const onAbort = (): void => {
           if (replied) return;
+          // Nobody waits for the reply any more: it must not keep the process alive. The block
+          // stays registered, since LocalAuthentication still calls it.
+          block?.unref();
           debug('aborted: invalidating the LAContext');
           try {
             inPool(() => objc.sendVoid(context, SEL.invalidate));
@@ -232,9 +238,8 @@ export function createLocalAuthenticationBindings(
             debug('invalidate failed: %s', errorMessage(error));
           }
         };
-        const block = blocks.makeBlock(
-          REPLY_BLOCK_SIGNATURE,
-          (success: number, error: ObjCPointer) => {
+        try {
+          block = blocks.makeBlock(REPLY_BLOCK_SIGNATURE, (success: number, error: ObjCPointer) => {
             if (replied) return;
             replied = true;
             signal.removeEventListener('abort', onAbort);
@@ -251,24 +256,31 @@ export function createLocalAuthenticationBindings(
             }
             // The framework's thread is still inside this call: let it return before the block's
             // callback goes and before the context it belongs to is released.
-            block.dispose();
+            block?.dispose();
             setImmediate(() => release(context));
             if (failure === undefined) resolve(outcome!);
             else reject(asPlatformError(failure));
-          },
-        );
+          });
+        } catch (error) {
+          // No block (no callback slot left): nothing was handed to the framework.
+          release(text);
+          release(context);
+          reject(asPlatformError(error));
+          return;
+        }
+        const reply = block;
 
         signal.addEventListener('abort', onAbort, { once: true });
         try {
           inPool(() =>
-            objc.sendVoidIntegerIdId(context, SEL.evaluatePolicy, policy, text, block.pointer),
+            objc.sendVoidIntegerIdId(context, SEL.evaluatePolicy, policy, text, reply.pointer),
           );
         } catch (error) {
           // The call never reached the framework (koffi refused it): nothing will reply.
           signal.removeEventListener('abort', onAbort);
           if (!replied) {
             replied = true;
-            block.dispose();
+            reply.dispose();
             release(context);
           }
           reject(asPlatformError(error));

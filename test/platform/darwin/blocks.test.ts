@@ -198,6 +198,13 @@ describe.skipIf(!ready)(
       await sleep(UNREGISTER_DELAY_MS + 100);
       expect(k.stats().callbacks).toBe(callbacksBefore);
       expect(timers()).toBe(before);
+
+      // After the callback is gone, a late call (from this thread, and from another one through
+      // a copy the runtime releases afterwards) reaches the shared no-op: no crash, no call.
+      callNow(block.pointer, 3);
+      expect(callLater(block.pointer, 4, 10)).toBe(0);
+      await sleep(100);
+      expect(calls).toBe(1);
     });
 
     it('holds no handle with keepAlive: false', () => {

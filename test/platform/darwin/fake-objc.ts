@@ -44,13 +44,19 @@ export type FakeAnswer =
 export class FakeBlocks implements BlockFactory {
   readonly blocks = new Map<
     bigint,
-    { signature: string; fn: (...args: never[]) => unknown; disposed: number; calls: number }
+    {
+      signature: string;
+      fn: (...args: never[]) => unknown;
+      disposed: number;
+      calls: number;
+      unrefs: number;
+    }
   >();
   #next = 0x9000n;
 
   makeBlock(signature: string, fn: (...args: never[]) => unknown): ObjCBlock {
     const pointer = this.#next++;
-    const record = { signature, fn, disposed: 0, calls: 0 };
+    const record = { signature, fn, disposed: 0, calls: 0, unrefs: 0 };
     this.blocks.set(pointer, record);
     return {
       pointer,
@@ -59,6 +65,9 @@ export class FakeBlocks implements BlockFactory {
       },
       dispose() {
         record.disposed++;
+      },
+      unref() {
+        record.unrefs++;
       },
     };
   }

@@ -210,12 +210,42 @@ describe('evaluatePolicy', () => {
     expect(objc.live('NSString').map((s) => s.text)).toEqual(['com.apple.LocalAuthentication']);
   });
 
-  it('refuses a reason with NUL before creating anything', async () => {
+  it('refuses a reason with NUL, or an empty one (an Objective-C exception on a Mac), before creating anything', async () => {
     const la = bindings();
-    await expect(la.evaluatePolicy(BIO, 'a\0b', { signal: live() })).rejects.toMatchObject({
-      code: 'ERR_INVALID_ARGUMENT',
-    });
+    for (const reason of ['a\0b', '', '   ']) {
+      await expect(la.evaluatePolicy(BIO, reason, { signal: live() })).rejects.toMatchObject({
+        code: 'ERR_INVALID_ARGUMENT',
+      });
+    }
     expect(objc.sent).toEqual([]);
+  });
+
+  it('releases what it made and rejects ERR_PLATFORM when no reply block can be made', async () => {
+    const la = bindings();
+    objc.blocks.makeBlock = () => {
+      throw new Error('too many callbacks');
+    };
+    await expect(la.evaluatePolicy(BIO, 'why', { signal: live() })).rejects.toMatchObject({
+      code: 'ERR_PLATFORM',
+      message: expect.stringContaining('too many callbacks'),
+    });
+    expect(objc.sent).not.toContain('LAContext evaluatePolicy:localizedReason:reply:');
+    expect(objc.live('NSString').map((string) => string.text)).toEqual([
+      'com.apple.LocalAuthentication',
+    ]);
+  });
+
+  it('stops keeping the process alive once aborted, but keeps the block for the reply', async () => {
+    const la = bindings();
+    objc.replyOnInvalidate = false;
+    const controller = new AbortController();
+    const answer = la.evaluatePolicy(BIO, 'why', { signal: controller.signal });
+    const { context, block } = objc.evaluations[0]!;
+    controller.abort();
+    expect(objc.blocks.blocks.get(block)).toMatchObject({ unrefs: 1, disposed: 0 });
+    objc.reply(context, { ok: false, code: LA_ERROR.appCancel });
+    await expect(answer).resolves.toEqual({ ok: false, code: LA_ERROR.appCancel });
+    expect(objc.blocks.blocks.get(block)).toMatchObject({ disposed: 1 });
   });
 });
 
