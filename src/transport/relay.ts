@@ -99,7 +99,13 @@ export type RelayEvent =
   | { readonly type: 'app-registered'; readonly peer: PeerIdentity }
   | { readonly type: 'app-disconnected'; readonly peer: PeerIdentity | undefined }
   | { readonly type: 'channel-opened'; readonly channel: number; readonly peer: PeerIdentity }
-  | { readonly type: 'channel-closed'; readonly channel: number; readonly code?: string };
+  | { readonly type: 'channel-closed'; readonly channel: number; readonly code?: string }
+  /**
+   * A listener of the relay reported a problem (`ERR_ENDPOINT_LOST`: its socket was removed, or
+   * its XPC service ended): `app` says whether it was the app's own listener. New peers cannot
+   * reach it; restart the relay.
+   */
+  | { readonly type: 'listener-error'; readonly app: boolean; readonly error: Error };
 
 /** Options for {@link createRelay}. */
 export interface RelayOptions {
@@ -123,7 +129,10 @@ export interface RelayOptions {
   releasePeer?: (peer: PeerIdentity) => void;
   /** Unacknowledged messages per channel before the client is closed; default {@link DEFAULT_RELAY_MAX_PENDING}. */
   maxPendingMessages?: number;
-  /** Connections held at once (app, clients, peers not yet identified); default 1024. */
+  /**
+   * Connections held at once at `listener` (app, clients, peers not yet identified); default
+   * 1024. An `appListener` holds at most 8 more of its own, so a client flood cannot lock the app out.
+   */
   maxConnections?: number;
   /** How long an admitted peer may take to send its first message; default 10 000 ms. */
   firstMessageTimeoutMs?: number;
@@ -170,6 +179,9 @@ interface Channel {
 const MAX_PENDING_BYTES_PER_CHANNEL = 4 * 1024 * 1024;
 /** Unacknowledged bytes of all channels together: half of what the app's connection buffers before it is dropped. */
 const MAX_PENDING_BYTES = 8 * 1024 * 1024;
+/** Connections the app's own listener (`appListener`) holds at once: the app, and a few more. */
+const APP_LISTENER_CONNECTIONS = 8;
+
 /** The frame size the app receives when it does not say (Bridgekeeper's default). */
 const DEFAULT_APP_MAX_FRAME_BYTES = 1024 * 1024;
 
@@ -233,6 +245,8 @@ class RelayImpl implements Relay {
   readonly #firstMessageTimeoutMs: number;
   readonly #onEvent: ((event: RelayEvent) => void) | undefined;
   readonly #peers = new Set<Peer>();
+  /** Peers in #peers that came through the app's own listener. */
+  #appPeers = 0;
   readonly #channels = new Map<number, Channel>();
   #app: Peer | undefined;
   /** The largest frame the registered app accepts (it says so when it registers). */
@@ -258,6 +272,12 @@ class RelayImpl implements Relay {
     ) {
       throw createError('ERR_INVALID_ARGUMENT', 'createRelay: appListener must be a listener.');
     }
+    if (options.appListener === options.listener) {
+      throw createError(
+        'ERR_INVALID_ARGUMENT',
+        'createRelay: appListener must be another listener than `listener` (an endpoint only the app uses).',
+      );
+    }
     this.#listener = options.listener;
     this.#appListener = options.appListener;
     this.#appPolicies = [...options.appPolicies];
@@ -277,6 +297,10 @@ class RelayImpl implements Relay {
     this.#onEvent = options.onEvent;
     this.#listener.onConnection((transport) => this.#accept(transport, false));
     this.#appListener?.onConnection((transport) => this.#accept(transport, true));
+    this.#listener.onError?.((error) => this.#emit({ type: 'listener-error', app: false, error }));
+    this.#appListener?.onError?.((error) =>
+      this.#emit({ type: 'listener-error', app: true, error }),
+    );
   }
 
   get address(): string {
@@ -317,7 +341,12 @@ class RelayImpl implements Relay {
   }
 
   #accept(transport: Transport, viaAppListener: boolean): void {
-    if (this.#closing || this.#peers.size >= this.#maxConnections) {
+    // The app's own listener has a small budget of its own, so a flood of clients cannot keep
+    // the app from registering again.
+    const full = viaAppListener
+      ? this.#appPeers >= APP_LISTENER_CONNECTIONS
+      : this.#peers.size - this.#appPeers >= this.#maxConnections;
+    if (this.#closing || full) {
       if (!this.#closing) {
         sendClosing(transport, {
           reason: 'connection-limit',
@@ -337,6 +366,7 @@ class RelayImpl implements Relay {
       mayBeClient: false,
     };
     this.#peers.add(peer);
+    if (viaAppListener) this.#appPeers++;
     transport.onClose(() => this.#closed(peer));
     void this.#admit(peer).catch((error: unknown) => {
       // #admit handles its own failures; anything here is a bug: fail closed.
@@ -681,7 +711,7 @@ class RelayImpl implements Relay {
   }
 
   #closed(peer: Peer): void {
-    this.#peers.delete(peer);
+    if (this.#peers.delete(peer) && peer.viaAppListener) this.#appPeers--;
     if (peer.timer) clearTimeout(peer.timer);
     if (peer.channel) this.#closeChannel(peer.channel, true);
     if (this.#app === peer) {

@@ -718,3 +718,59 @@ describe.skipIf(!isLinux)(
     });
   },
 );
+
+describe.skipIf(!isLinux)('relay listeners, from review', () => {
+  it('refuses appListener === listener', async () => {
+    const listener = await listenUnixSocket({ path: socketPath, identify });
+    cleanups.push(() => listener.close());
+    expect(() =>
+      createRelay({
+        listener,
+        appListener: listener,
+        appPolicies: [peerPredicate('everyone', () => true)],
+      }),
+    ).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }));
+  });
+
+  it('reports a listener that lost its endpoint as a listener-error event', async () => {
+    const listener = await listenUnixSocket({ path: socketPath, identify });
+    const events: RelayEvent[] = [];
+    const relay = createRelay({
+      listener,
+      appPolicies: [peerPredicate('everyone', () => true)],
+      onEvent: (event) => events.push(event),
+    });
+    cleanups.push(() => relay.close());
+    rmSync(socketPath);
+    await expect
+      .poll(() => events.find((event) => event.type === 'listener-error'), { timeout: 5_000 })
+      .toMatchObject({ type: 'listener-error', app: false, error: { code: 'ERR_ENDPOINT_LOST' } });
+  });
+
+  it('a client flood that fills maxConnections does not keep the app from registering at its own listener', async () => {
+    const appPath = join(dir, 'app.sock');
+    const listener = await listenUnixSocket({ path: socketPath, identify });
+    const appListener = await listenUnixSocket({ path: appPath, identify });
+    const relay = createRelay({
+      listener,
+      appListener,
+      appPolicies: [peerPredicate('everyone', () => true)],
+      clientPolicies: [peerPredicate('everyone', () => true)],
+      maxConnections: 3,
+    });
+    cleanups.push(() => relay.close());
+    const flood = await Promise.all(
+      Array.from({ length: 4 }, () => connectUnixSocket(socketPath, { identify })),
+    );
+    for (const transport of flood) {
+      transport.onMessage(() => {});
+      cleanups.push(() => transport.destroy());
+    }
+    // The fourth is over the limit and is told so.
+    await expect.poll(() => flood.filter((t) => t.closed).length, { timeout: 5_000 }).toBe(1);
+    const appTransport = await connectUnixSocket(appPath, { identify });
+    cleanups.push(() => appTransport.destroy());
+    await relayListener(appTransport, { relayPolicies });
+    expect(relay.appConnected).toBe(true);
+  });
+});
