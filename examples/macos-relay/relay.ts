@@ -32,23 +32,21 @@ export const APP_SERVICE = `${SERVICE}.app`;
 
 /** Starts the relay on both services. */
 export async function startRelay(): Promise<Relay> {
-  const listener = await listenXpc({ service: SERVICE, requirement: REQUIREMENTS.cli });
-  const appListener = await listenXpc({ service: APP_SERVICE, requirement: REQUIREMENTS.app });
-  // A service launchd does not give this process (not started by its job) ends at once: exit,
-  // and let launchd start the helper again when someone connects.
-  for (const each of [listener, appListener]) {
-    each.onError?.((error) => {
-      console.error(`[relay] ${error.message}`);
-      process.exit(1);
-    });
-  }
   return createRelay({
-    listener,
-    appListener,
+    listener: await listenXpc({ service: SERVICE, requirement: REQUIREMENTS.cli }),
+    appListener: await listenXpc({ service: APP_SERVICE, requirement: REQUIREMENTS.app }),
     // libxpc enforces these on every message; the policies admit exactly those connections.
     appPolicies: [requireCodeSignature({ requirement: REQUIREMENTS.app })],
     clientPolicies: [sameUser(), requireCodeSignature({ requirement: REQUIREMENTS.cli })],
-    onEvent: (event) => console.error(`[relay] ${event.type}`),
+    onEvent: (event) => {
+      console.error(`[relay] ${event.type}`);
+      // A service launchd did not give this process (not started by its job) ends at once:
+      // exit, and let launchd start the helper again when someone connects.
+      if (event.type === 'listener-error') {
+        console.error(`[relay] ${event.error.message}`);
+        process.exit(1);
+      }
+    },
   });
 }
 
