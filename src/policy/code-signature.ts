@@ -143,10 +143,25 @@ export function requireCodeSignature(options: RequireCodeSignatureOptions): Peer
         const { xpcPeerRequirement } = await import('../transport/xpc.js');
         const enforced = xpcPeerRequirement(peer);
         if (enforced === requirement) return ALLOW;
+        if (enforced !== undefined) {
+          return reject(
+            'the peer’s XPC connection enforces another code-signing requirement than this one',
+          );
+        }
+        if (peer.source === 'xpc') {
+          return reject(
+            'the peer’s XPC connection was made without a code-signing requirement: give ' +
+              'connectXpc/listenXpc this `requirement`',
+          );
+        }
+        if (peer.source.startsWith('relay:')) {
+          return reject(
+            'the peer came through a relay, which checks clients’ signatures itself (its ' +
+              'clientPolicies); check the relay with relayPolicies',
+          );
+        }
         return reject(
-          enforced === undefined
-            ? 'the peer has no audit token: it was not identified through LOCAL_PEERTOKEN on macOS'
-            : 'the peer’s XPC connection enforces another code-signing requirement than this one',
+          'the peer has no audit token: it was not identified through LOCAL_PEERTOKEN on macOS',
         );
       }
       let result: CodeSignatureCheck;

@@ -143,7 +143,14 @@ export interface ConnectRelayOptions extends RelayLocation, RelayListenerOptions
  */
 export async function connectRelay(options: ConnectRelayOptions): Promise<TransportListener> {
   const path = await relayPath(options, 'connectRelay', false);
-  const signals = [AbortSignal.timeout(options.timeoutMs ?? 5_000)];
+  const timeoutMs = options.timeoutMs ?? 5_000;
+  if (typeof timeoutMs !== 'number' || !Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+    throw createError(
+      'ERR_INVALID_ARGUMENT',
+      `connectRelay: timeoutMs must be a positive number of milliseconds, not ${String(options.timeoutMs)}.`,
+    );
+  }
+  const signals = [AbortSignal.timeout(timeoutMs)];
   if (options.signal) signals.push(options.signal);
   const signal = AbortSignal.any(signals);
   throwIfAborted(signal, 'Connecting to the relay');

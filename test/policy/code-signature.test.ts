@@ -72,6 +72,15 @@ describe('requireCodeSignature', () => {
         reason: expect.stringMatching(/no audit token/),
       });
     }
+    // Says why for an XPC peer without a requirement, and for a relayed one.
+    await expect(policy.check({ pid: 200, source: 'xpc' })).resolves.toMatchObject({
+      allowed: false,
+      reason: expect.stringMatching(/without a code-signing requirement/),
+    });
+    await expect(policy.check({ pid: 200, source: 'relay:xpc' })).resolves.toMatchObject({
+      allowed: false,
+      reason: expect.stringMatching(/came through a relay/),
+    });
     expect(fake.checks).toHaveLength(0);
   });
 

@@ -153,5 +153,8 @@ describe.skipIf(!isLinux)('listenRelay / connectRelay (Linux, kernel peer identi
     await expect(listenRelay({ path, appPolicies: [] })).rejects.toMatchObject({
       code: 'ERR_INVALID_ARGUMENT',
     });
+    await expect(
+      connectRelay({ path, relayPolicies: [thisProcess], timeoutMs: -1 }),
+    ).rejects.toMatchObject({ code: 'ERR_INVALID_ARGUMENT' });
   });
 });

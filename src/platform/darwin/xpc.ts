@@ -34,6 +34,9 @@ import type { BlockFactory } from './blocks.js';
 
 const debug = createLog('bridgekeeper:darwin:xpc');
 
+/** `EINVAL` on Darwin: what libxpc returns for a requirement that does not compile. */
+const EINVAL = 22;
+
 /** `XPC_CONNECTION_MACH_SERVICE_LISTENER` (`<xpc/connection.h>`). */
 export const XPC_CONNECTION_MACH_SERVICE_LISTENER = 1;
 
@@ -219,11 +222,17 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
         connection,
         requirement,
       );
-      if (status !== 0) {
+      if (status === EINVAL) {
         throw createError(
           'ERR_INVALID_ARGUMENT',
-          `libxpc refused the code-signing requirement (errno ${status}): it does not compile. ` +
+          `libxpc refused the code-signing requirement (EINVAL): it does not compile. ` +
             `Check it with: codesign --verify --test-requirement='=${requirement}' <a signed program>`,
+        );
+      }
+      if (status !== 0) {
+        throw new PlatformError(
+          'ERR_PLATFORM',
+          `libxpc could not set the code-signing requirement (error ${status}).`,
         );
       }
     },

@@ -334,13 +334,20 @@ describe('createXpcBindings', () => {
     expect(() => xpc.setPeerRequirement(connection, 'not a requirement')).toThrow(
       expect.objectContaining({
         code: 'ERR_INVALID_ARGUMENT',
-        message: expect.stringContaining('errno 22'),
+        message: expect.stringContaining('EINVAL'),
+      }),
+    );
+    native.requirementStatus = 45; // ENOTSUP: not "does not compile"
+    expect(() => xpc.setPeerRequirement(connection, 'anchor apple')).toThrow(
+      expect.objectContaining({
+        code: 'ERR_PLATFORM',
+        message: expect.stringContaining('error 45'),
       }),
     );
     expect(() => xpc.setPeerRequirement(connection, 'a\0b')).toThrow(
       expect.objectContaining({ code: 'ERR_INVALID_ARGUMENT' }),
     );
-    expect(native.calls.filter((call) => call.startsWith('requirement'))).toHaveLength(2);
+    expect(native.calls.filter((call) => call.startsWith('requirement'))).toHaveLength(3);
   });
 
   it('before macOS 12: requirements are ERR_UNSUPPORTED_PLATFORM and an unknown error object is "other"', () => {
