@@ -13,8 +13,11 @@
  *
  * libxpc checks a code-signing requirement (`xpc_connection_set_peer_code_signing_requirement`,
  * macOS 12+) on the messages a connection *receives*: a message from a peer that does not
- * satisfy it is dropped and the connection's handler gets
- * `XPC_ERROR_PEER_CODE_SIGNING_REQUIREMENT` instead. Sending proves nothing about the receiver,
+ * satisfy it is not delivered — the handler gets `XPC_ERROR_PEER_CODE_SIGNING_REQUIREMENT`
+ * instead, or (Apple documents the error for replies only) nothing at all. Both are handled: a
+ * client then times out (`ERR_TIMEOUT`, naming a signature mismatch as a possible cause), and a
+ * listener drops the peer after `probeTimeoutMs`, holding at most `maxPendingPeers` of them.
+ * Sending proves nothing about the receiver,
  * so a client cannot know that the server is genuine until the server has said something. Hence:
  *
  * 1. the client creates its connection, installs the handler, sets its `requirement` (the one
@@ -61,8 +64,8 @@
  * - **`close()` flushes through a barrier.** Apple documents that after `xpc_connection_cancel`
  *   "any messages that have not yet been sent will be discarded", so `close()` sets
  *   `xpc_connection_send_barrier` and cancels inside it, once everything sent before has been
- *   sent; `destroy()` cancels at once. That the barrier runs even on a cancelled connection is
- *   from Apple's header, unverified.
+ *   sent; `destroy()` cancels at once. Should the barrier not run within 2 s (a peer that does
+ *   not read), `close()` cancels anyway.
  * - **How the client learns that the server closed.** This module treats `invalid` on an
  *   established client connection as an orderly close by the server (no error) and
  *   `interrupted` as the server process dying (`ERR_APP_UNAVAILABLE`). Apple documents
