@@ -19,7 +19,7 @@ import type {
   TransportConnector,
   TransportListener,
 } from './transport.js';
-import { ConnectionEvents, TransportEvents } from './transport-events.js';
+import { ConnectionEvents, closedForSending, TransportEvents } from './transport-events.js';
 
 /**
  * The identity memory transports report when none is given: this very process, as the same
@@ -65,10 +65,7 @@ class MemoryTransport implements Transport {
 
   send(message: Message): void {
     if (this.#events.state !== 'open') {
-      throw createError(
-        'ERR_TRANSPORT_CLOSED',
-        'Cannot send: the connection is closed. Open a new connection to send more messages.',
-      );
+      throw closedForSending();
     }
     // The copy is what a socket would deliver: no shared references, toJSON applied, undefined
     // dropped, and the same refusal of BigInt or cycles.

@@ -68,7 +68,12 @@ import {
   type TransportListener,
   toDisposable,
 } from './transport.js';
-import { ConnectionEvents, reportListenerError, TransportEvents } from './transport-events.js';
+import {
+  ConnectionEvents,
+  closedForSending,
+  reportListenerError,
+  TransportEvents,
+} from './transport-events.js';
 
 const debug = createLog('bridgekeeper:relay');
 
@@ -821,10 +826,7 @@ class RelayedTransport implements Transport {
 
   send(message: Message): void {
     if (this.#events.state !== 'open' || this.#localEnding) {
-      throw createError(
-        'ERR_TRANSPORT_CLOSED',
-        'Cannot send: the connection is closed. Open a new connection to send more messages.',
-      );
+      throw closedForSending();
     }
     this.#owner.send(notification(RELAY_METHODS.message, { channel: this.#channel, message }));
   }

@@ -10,7 +10,7 @@ import { BridgekeeperError, createError } from '../errors.js';
 import { createLog } from '../util/log.js';
 import { checkMaxFrameBytes, encodeFrame, FrameDecoder } from './framing.js';
 import type { CloseInfo, Disposable, Message, PeerIdentity, Transport } from './transport.js';
-import { TransportEvents } from './transport-events.js';
+import { closedForSending, TransportEvents } from './transport-events.js';
 
 export { reportListenerError } from './transport-events.js';
 
@@ -208,10 +208,7 @@ class SocketTransport implements StreamTransport {
 
   send(message: Message): void {
     if (this.#events.state !== 'open' || this.#socket.destroyed) {
-      throw createError(
-        'ERR_TRANSPORT_CLOSED',
-        'Cannot send: the connection is closed. Open a new connection to send more messages.',
-      );
+      throw closedForSending();
     }
     const frame = encodeFrame(message, this.#maxFrameBytes);
     const waiting = this.#socket.writableLength;
@@ -354,20 +351,12 @@ class SocketTransport implements StreamTransport {
     // Not synchronously inside onMessage(): the subscriber has not even got its disposable yet.
     queueMicrotask(() => {
       this.#flushScheduled = false;
-      const events = this.#events;
-      const queue = events.queue;
-      let index = 0;
-      while (
-        index < queue.length &&
-        events.hasMessageListeners &&
-        events.state === 'open' &&
-        !this.#sendBlocked
-      ) {
-        events.emit(queue[index++]!);
-      }
       // Whatever is left stays queued, in order, for the next subscriber or the next drain.
-      if (events.queue === queue) queue.splice(0, index);
-      if (this.#heldBack && events.queue.length === 0) this.#heldBack = false;
+      this.#events.deliverQueued(
+        (message) => message,
+        () => !this.#sendBlocked,
+      );
+      if (this.#heldBack && this.#events.queue.length === 0) this.#heldBack = false;
       this.#updateReading();
     });
   }

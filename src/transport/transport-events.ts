@@ -7,6 +7,7 @@
  * @module
  */
 
+import { type BridgekeeperError, createError } from '../errors.js';
 import {
   type CloseInfo,
   type Disposable,
@@ -21,6 +22,14 @@ import {
  *
  * @internal
  */
+/** What `send()` throws on a closed transport (`ERR_TRANSPORT_CLOSED`). */
+export function closedForSending(): BridgekeeperError {
+  return createError(
+    'ERR_TRANSPORT_CLOSED',
+    'Cannot send: the connection is closed. Open a new connection to send more messages.',
+  );
+}
+
 export function reportListenerError(error: unknown): void {
   queueMicrotask(() => {
     throw error;
@@ -135,6 +144,21 @@ export class TransportEvents<Queued> {
   }
 
   /** Hands `message` to every message subscriber while the transport stays open. */
+  /**
+   * Delivers held items, oldest first, while a message subscriber is there, the transport is
+   * open and `more()` allows; what is left stays held, in order, for the next subscriber. Safe
+   * against the queue being dropped meanwhile. Returns how many were delivered.
+   */
+  deliverQueued(toMessage: (item: Queued) => Message, more: () => boolean = () => true): number {
+    const queue = this.#queue;
+    let index = 0;
+    while (index < queue.length && this.hasMessageListeners && this.state === 'open' && more()) {
+      this.emit(toMessage(queue[index++]!));
+    }
+    if (this.#queue === queue) queue.splice(0, index);
+    return index;
+  }
+
   emit(message: Message): void {
     for (const listener of this.#messageListeners) {
       try {

@@ -103,7 +103,12 @@ import {
   type TransportListener,
   toDisposable,
 } from './transport.js';
-import { ConnectionEvents, reportListenerError, TransportEvents } from './transport-events.js';
+import {
+  ConnectionEvents,
+  closedForSending,
+  reportListenerError,
+  TransportEvents,
+} from './transport-events.js';
 
 const debug = createLog('bridgekeeper:xpc');
 
@@ -765,10 +770,7 @@ class XpcTransport implements Transport {
 
   send(message: Message): void {
     if (this.#events.state !== 'open') {
-      throw createError(
-        'ERR_TRANSPORT_CLOSED',
-        'Cannot send: the connection is closed. Open a new connection to send more messages.',
-      );
+      throw closedForSending();
     }
     const json = serializeMessage(message);
     const length = Buffer.byteLength(json, 'utf8');
@@ -926,17 +928,8 @@ class XpcTransport implements Transport {
     // Not synchronously inside onMessage(): the subscriber has not even got its disposable yet.
     queueMicrotask(() => {
       this.#flushScheduled = false;
-      const events = this.#events;
-      const queue = events.queue;
-      let index = 0;
-      while (index < queue.length && events.hasMessageListeners && events.state === 'open') {
-        events.emit(queue[index++]!.message);
-      }
-      // Whatever is left stays held, in order, for the next subscriber.
-      if (events.queue === queue) {
-        queue.splice(0, index);
-        this.#heldBytes = queue.reduce((sum, held) => sum + held.bytes, 0);
-      }
+      this.#events.deliverQueued((held) => held.message);
+      this.#heldBytes = this.#events.queue.reduce((sum, held) => sum + held.bytes, 0);
     });
   }
 
