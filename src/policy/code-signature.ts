@@ -9,6 +9,7 @@
 
 import { createError, errorMessage } from '../errors.js';
 import type { PeerIdentity } from '../transport/transport.js';
+import { isCodeRequirementText } from '../util/code-requirement.js';
 import { createLog } from '../util/log.js';
 import type { PeerPolicy, PolicyDecision } from './peer-policy.js';
 
@@ -124,7 +125,7 @@ export function requireCodeSignature(options: RequireCodeSignatureOptions): Peer
     );
   }
   const { requirement } = options;
-  if (typeof requirement !== 'string' || requirement.trim() === '' || requirement.includes('\0')) {
+  if (!isCodeRequirementText(requirement)) {
     throw createError(
       'ERR_INVALID_ARGUMENT',
       'requireCodeSignature needs a non-empty requirement without NUL characters, e.g. ' +

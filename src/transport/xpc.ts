@@ -91,6 +91,7 @@ import {
   isErrorCode,
   throwIfAborted,
 } from '../errors.js';
+import { isCodeRequirementText } from '../util/code-requirement.js';
 import { createLog } from '../util/log.js';
 import { checkMaxFrameBytes, serializeMessage } from './framing.js';
 import { isValidLaunchdLabel } from './launchd.js';
@@ -320,10 +321,7 @@ function checkSettings(options: unknown, caller: string): ConnectionSettings {
         `(ASCII letters, digits and "-" in dot-separated parts, at most ${MAX_XPC_SERVICE_NAME_LENGTH} characters), not ${shown(service)}.`,
     );
   }
-  if (
-    requirement !== undefined &&
-    (typeof requirement !== 'string' || requirement.trim() === '' || requirement.includes('\0'))
-  ) {
+  if (requirement !== undefined && !isCodeRequirementText(requirement)) {
     throw invalid(
       `${caller}: requirement must be a non-empty code-signing requirement without NUL characters, e.g. ` +
         `'anchor apple generic and certificate leaf[subject.OU] = "TEAMID"', or left out; not ${shown(requirement)}.`,

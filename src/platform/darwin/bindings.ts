@@ -29,6 +29,7 @@
 import { createError, PlatformError } from '../../errors.js';
 import type { LocalAuthenticationBindings } from '../../prompt/local-authentication.js';
 import type { XpcBindings } from '../../transport/xpc.js';
+import { isCodeRequirementText } from '../../util/code-requirement.js';
 import { createLog } from '../../util/log.js';
 import { type BlockFactory, type BlocksKoffi, createBlockFactory } from './blocks.js';
 import type { DarwinProcessReader } from './credentials.js';
@@ -297,11 +298,7 @@ export function createDarwinBindings(
           `An audit token has ${AUDIT_TOKEN_SIZE} bytes; got ${Buffer.isBuffer(auditToken) ? auditToken.length : typeof auditToken}.`,
         );
       }
-      if (
-        typeof requirement !== 'string' ||
-        requirement.trim() === '' ||
-        requirement.includes('\0')
-      ) {
+      if (!isCodeRequirementText(requirement)) {
         throw createError(
           'ERR_INVALID_ARGUMENT',
           'A code-signing requirement must be a non-empty string without NUL characters.',

@@ -29,6 +29,7 @@ import {
   type XpcEvent,
   type XpcMessageKind,
 } from '../../transport/xpc.js';
+import { isCodeRequirementText } from '../../util/code-requirement.js';
 import { createLog } from '../../util/log.js';
 import type { BlockFactory } from './blocks.js';
 
@@ -208,11 +209,7 @@ export function createXpcBindings(native: XpcNative, blocks: BlockFactory): XpcB
             '(xpc_connection_set_peer_code_signing_requirement).',
         );
       }
-      if (
-        typeof requirement !== 'string' ||
-        requirement.trim() === '' ||
-        requirement.includes('\0')
-      ) {
+      if (!isCodeRequirementText(requirement)) {
         throw createError(
           'ERR_INVALID_ARGUMENT',
           'A code-signing requirement must be a non-empty string without NUL characters.',
