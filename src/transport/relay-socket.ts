@@ -4,9 +4,10 @@
  * `connect({ app, path: <the relay's socket>, serverPolicies })` as to any app, and the client
  * checks the relay through the kernel before sending anything.
  *
- * On macOS this is what ships today (see docs/macos.md): the helper runs as a launch agent,
- * listens with {@link listenRelay}, and admits the app and the clients by code signature
- * (`requireCodeSignature`). It runs on Linux too, where the tests exercise it end to end.
+ * On macOS the relay's primary transport is XPC (`listenXpc`, see docs/macos.md); this Unix-socket
+ * form is the fallback (before macOS 12, or to debug), where peers are identified by the kernel
+ * with audit tokens and admitted by code signature (`requireCodeSignature`). It runs on Linux
+ * too, where the tests exercise it end to end.
  *
  * @module
  */
