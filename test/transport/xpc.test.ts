@@ -1159,7 +1159,7 @@ describe('where libxpc drops a message that fails the requirement (instead of re
     newWorld({ requirementFailure: 'drop' });
     const listener = await listen(serverProcess(), {
       requirement: CLIENT_REQUIREMENT,
-      probeTimeoutMs: 1_000,
+      probeTimeoutMs: 3_000,
       maxPendingPeers: 3,
     });
     const transports = accepted(listener);
@@ -1169,7 +1169,7 @@ describe('where libxpc drops a message that fails the requirement (instead of re
         connectXpc({
           service,
           bindings: clientProcess({ pid: 5000 + index, satisfies: [] }),
-          timeoutMs: 5_000,
+          timeoutMs: 15_000,
         }),
       ),
     );
@@ -1179,8 +1179,8 @@ describe('where libxpc drops a message that fails the requirement (instead of re
     );
     expect(settled.map(({ code }) => code)).toEqual(Array(5).fill('ERR_APP_UNAVAILABLE'));
     // Two refused at once; three dropped after the probe timeout, well before their own timeout.
-    const early = settled.filter(({ ms }) => ms < 600);
-    const late = settled.filter(({ ms }) => ms >= 600 && ms < 4_000);
+    const early = settled.filter(({ ms }) => ms < 1_500);
+    const late = settled.filter(({ ms }) => ms >= 1_500 && ms < 12_000);
     expect({ early: early.length, late: late.length }).toEqual({ early: 2, late: 3 });
     expect(world.connections({ role: 'accepted' }).filter((c) => c.invalidDelivered === 0)).toEqual(
       [],
@@ -1211,7 +1211,7 @@ describe('close() when the send barrier never runs', () => {
     await client.close();
     const waited = Date.now() - started;
     expect(waited).toBeGreaterThanOrEqual(1_900);
-    expect(waited).toBeLessThan(4_000);
+    expect(waited).toBeLessThan(10_000);
     const state = world.connection(connectionOf(clientFake, 'client'));
     expect({ barriers: state.barriers, cancels: state.cancels }).toEqual({
       barriers: 1,
