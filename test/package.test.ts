@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ERROR_CODES } from 'bridgekeeper';
 import { describe, expect, it } from 'vitest';
@@ -21,6 +21,17 @@ describe('package root', () => {
       ).toBe(true);
     },
   );
+
+  it('names koffi only under src/platform/ (one binding module per OS touches the FFI)', () => {
+    const files = (readdirSync(join(root, 'src'), { recursive: true }) as string[])
+      .map((file) => file.replaceAll('\\', '/'))
+      .filter((file) => file.endsWith('.ts') && !file.startsWith('platform/'));
+    expect(files.length).toBeGreaterThan(30);
+    const naming = files.filter((file) =>
+      /koffi/i.test(readFileSync(join(root, 'src', file), 'utf8')),
+    );
+    expect(naming).toEqual([]);
+  });
 
   it('pins the list of error codes (codes are only ever added)', () => {
     expect(Object.keys(ERROR_CODES)).toEqual([

@@ -147,7 +147,7 @@ export interface LocalAuthenticationBindings {
 export interface LocalAuthenticationBackendOptions {
   /**
    * Native bindings (tests pass fakes), or a function that loads them on first use. Default: the
-   * macOS bindings (`LAContext` through koffi), loaded on first use; off macOS the backend
+   * macOS bindings (`LAContext` through the platform module's FFI), loaded on first use; off macOS the backend
    * reports `unsupported`.
    */
   bindings?:
@@ -489,7 +489,7 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
       const loading: Promise<LocalAuthenticationBindings> =
         loader === undefined
           ? // Imported on use: the package root loads no platform module. Off macOS this
-            // rejects with ERR_UNSUPPORTED_PLATFORM before koffi is loaded.
+            // rejects with ERR_UNSUPPORTED_PLATFORM before any native code is loaded.
             import('../platform/darwin/bindings.js').then(
               async (module) => (await module.loadDarwinBindings()).localAuthentication,
             )
@@ -518,7 +518,7 @@ type Choice =
   | { readonly code: number; readonly outcome: PromptOutcome };
 
 const UNSUPPORTED =
-  'LocalAuthentication needs macOS 10.15 or later and the macOS native bindings (koffi), which could not be loaded';
+  'LocalAuthentication needs macOS 10.15 or later and the macOS native bindings, which could not be loaded';
 
 /**
  * The default reason: which process wants which account, from verified data only, and whether

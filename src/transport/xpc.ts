@@ -1,7 +1,7 @@
 /**
  * The macOS XPC transport: a client ({@link connectXpc}) and a listener ({@link listenXpc}) for a
  * launchd mach service, written against {@link XpcBindings} — a 1:1 typed view of libxpc
- * (`<xpc/connection.h>`) that the macOS platform module implements through koffi and tests
+ * (`<xpc/connection.h>`) that the macOS platform module implements through FFI and tests
  * replace with a fake. This file loads no native code.
  *
  * **Nothing here has run on a Mac.** It is written from Apple's headers and documentation and
@@ -239,7 +239,7 @@ export interface XpcConnectOptions {
    */
   requirement?: string;
   /**
-   * libxpc, or a function that loads it. Default: the macOS platform module's (koffi), with
+   * libxpc, or a function that loads it. Default: the macOS platform module's, with
    * `identify` from `kinfo_proc`; off macOS connecting fails with `ERR_UNSUPPORTED_PLATFORM`.
    */
   bindings?: XpcBindingsSource;
@@ -266,7 +266,7 @@ export interface XpcListenOptions {
    */
   requirement?: string;
   /**
-   * libxpc, or a function that loads it. Default: the macOS platform module's (koffi), with
+   * libxpc, or a function that loads it. Default: the macOS platform module's, with
    * `identify` from `kinfo_proc`; off macOS listening fails with `ERR_UNSUPPORTED_PLATFORM`.
    */
   bindings?: XpcBindingsSource;
@@ -408,7 +408,7 @@ async function bindingsFor(
     return { bindings: await loadBindings(options.bindings, caller), identify: settings.identify };
   }
   // Imported on use: the package root loads no platform module. Off macOS this rejects with
-  // ERR_UNSUPPORTED_PLATFORM before koffi is loaded.
+  // ERR_UNSUPPORTED_PLATFORM before any native code is loaded.
   const [{ loadDarwinBindings }, { describeProcess }] = await Promise.all([
     import('../platform/darwin/bindings.js'),
     import('../platform/darwin/identity.js'),
