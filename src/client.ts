@@ -270,13 +270,11 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     const serverPeer = transport.peer;
     if (serverPeer) releaseServerPeer = () => platform.releasePeer(serverPeer);
     if (options.verifyServer !== false) {
-      const verdict = serverPeer
-        ? await evaluatePolicies([endpoint.sameUser()], serverPeer)
-        : ({
-            allowed: false,
-            policy: 'identity',
-            reason: 'the app could not be identified',
-          } as const);
+      const verdict = await evaluatePolicies(
+        [endpoint.sameUser()],
+        serverPeer,
+        'the app could not be identified',
+      );
       if (!verdict.allowed) {
         transport.destroy();
         releaseServerPeer?.();
@@ -332,14 +330,11 @@ export async function connect(options: ConnectOptions): Promise<Client> {
   }
   if (options.serverPolicies?.length) {
     // Nothing has been sent yet: the transport writes only when the client says hello.
-    const serverPeer = transport.peer;
-    const verdict = serverPeer
-      ? await evaluatePolicies(options.serverPolicies, serverPeer)
-      : ({
-          allowed: false,
-          policy: 'identity',
-          reason: 'the server could not be identified',
-        } as const);
+    const verdict = await evaluatePolicies(
+      options.serverPolicies,
+      transport.peer,
+      'the server could not be identified',
+    );
     if (!verdict.allowed) {
       transport.destroy();
       releaseServerPeer?.();

@@ -666,15 +666,11 @@ class Connection {
         return;
       }
     }
-    const verdict = peer
-      ? await evaluatePolicies(policies, peer)
-      : policies.length === 0
-        ? ({ allowed: true } as const)
-        : ({
-            allowed: false,
-            policy: 'identity',
-            reason: 'the transport reported no peer identity',
-          } as const);
+    const verdict = await evaluatePolicies(
+      policies,
+      peer,
+      'the transport reported no peer identity',
+    );
     if (this.#transport.closed || this.#server.closing) {
       if (!this.#transport.closed) void this.#transport.close();
       return;

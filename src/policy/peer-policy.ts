@@ -114,14 +114,21 @@ export type PolicyVerdict =
   | { readonly allowed: false; readonly policy: string; readonly reason: string };
 
 /**
- * Runs policies in order; the first rejection (or thrown error) wins. Fail closed.
+ * Runs policies in order; the first rejection (or thrown error) wins. Fail closed: a peer the
+ * transport could not identify fails any non-empty list, with `unidentified` as the reason.
  *
  * @internal
  */
 export async function evaluatePolicies(
   policies: readonly PeerPolicy[],
-  peer: PeerIdentity,
+  peer: PeerIdentity | undefined,
+  unidentified = 'the peer could not be identified',
 ): Promise<PolicyVerdict> {
+  if (peer === undefined) {
+    return policies.length === 0
+      ? ALLOW
+      : { allowed: false, policy: 'identity', reason: unidentified };
+  }
   for (const policy of policies) {
     const decision = await runPolicy(policy, peer);
     if (!decision.allowed) return { allowed: false, policy: policy.name, reason: decision.reason };

@@ -1134,10 +1134,11 @@ export async function relayListener(
     if (transport.closed) {
       throw createError('ERR_APP_UNAVAILABLE', 'The connection to the relay is already closed.');
     }
-    const relayPeer = transport.peer;
-    const verdict = relayPeer
-      ? await evaluatePolicies([sameUser(), ...options.relayPolicies], relayPeer)
-      : ({ allowed: false, policy: 'identity', reason: 'no identity for the relay' } as const);
+    const verdict = await evaluatePolicies(
+      [sameUser(), ...options.relayPolicies],
+      transport.peer,
+      'no identity for the relay',
+    );
     if (!verdict.allowed) {
       throw createError(
         'ERR_SERVER_REJECTED',
