@@ -10,6 +10,7 @@ import { createError } from '../errors.js';
 import type { PeerPolicy } from '../policy/peer-policy.js';
 import type { SessionCredentialProvider } from '../session/credentials.js';
 import type { PeerIdentity, Transport, TransportListener } from '../transport/transport.js';
+import { loadOnce } from '../util/load-once.js';
 
 /** The OS services Bridgekeeper uses. */
 export interface Platform {
@@ -68,39 +69,31 @@ export interface PlatformEndpoint {
   sameUser(): PeerPolicy;
 }
 
-let cached: Promise<Platform> | undefined;
-
 /**
  * Loads the platform module for this OS, once. Dynamic import keeps native code out of the
  * package root.
  *
  * @throws `ERR_UNSUPPORTED_PLATFORM` on an OS without a module.
  */
-export function loadPlatform(): Promise<Platform> {
-  cached ??= (async () => {
-    switch (process.platform) {
-      case 'linux': {
-        const linux = await import('./linux/index.js');
-        return linux.createLinuxPlatform();
-      }
-      case 'darwin': {
-        const darwin = await import('./darwin/index.js');
-        return darwin.createDarwinPlatform();
-      }
-      case 'win32': {
-        const win32 = await import('./win32/index.js');
-        return win32.createWin32Platform();
-      }
-      default:
-        throw createError(
-          'ERR_UNSUPPORTED_PLATFORM',
-          `Bridgekeeper has no peer-identity support for ${process.platform} yet. ` +
-            'Use the in-memory transport (bridgekeeper/testing) or pass your own platform to createServer/connect.',
-        );
+export const loadPlatform: () => Promise<Platform> = loadOnce(async () => {
+  switch (process.platform) {
+    case 'linux': {
+      const linux = await import('./linux/index.js');
+      return linux.createLinuxPlatform();
     }
-  })();
-  cached.catch(() => {
-    cached = undefined;
-  });
-  return cached;
-}
+    case 'darwin': {
+      const darwin = await import('./darwin/index.js');
+      return darwin.createDarwinPlatform();
+    }
+    case 'win32': {
+      const win32 = await import('./win32/index.js');
+      return win32.createWin32Platform();
+    }
+    default:
+      throw createError(
+        'ERR_UNSUPPORTED_PLATFORM',
+        `Bridgekeeper has no peer-identity support for ${process.platform} yet. ` +
+          'Use the in-memory transport (bridgekeeper/testing) or pass your own platform to createServer/connect.',
+      );
+  }
+});

@@ -40,20 +40,13 @@ export interface WindowsPolicyBindings {
   verifySignature(path: string, options?: { signal?: AbortSignal }): Promise<AuthenticodeCheck>;
 }
 
-let defaultBindings: Promise<WindowsPolicyBindings> | undefined;
-
 /** The native bindings, loaded on first use so that importing the package loads no native code. */
 async function loadBindings(
   given: WindowsPolicyBindings | undefined,
 ): Promise<WindowsPolicyBindings> {
   if (given !== undefined) return given;
-  defaultBindings ??= import('../platform/win32/bindings.js').then((module) =>
-    module.loadWin32Bindings(),
-  );
-  defaultBindings.catch(() => {
-    defaultBindings = undefined;
-  });
-  return defaultBindings;
+  // loadWin32Bindings loads once (and tries again after a failure).
+  return (await import('../platform/win32/bindings.js')).loadWin32Bindings();
 }
 
 const ALLOW: PolicyDecision = Object.freeze({ allowed: true });

@@ -64,19 +64,12 @@ function reject(reason: string): PolicyDecision {
   return { allowed: false, reason };
 }
 
-let defaultBindings: Promise<CodeSignatureBindings> | undefined;
-
 async function loadBindings(
   given: CodeSignatureBindings | undefined,
 ): Promise<CodeSignatureBindings> {
   if (given !== undefined) return given;
-  defaultBindings ??= import('../platform/darwin/bindings.js').then((module) =>
-    module.loadDarwinBindings(),
-  );
-  defaultBindings.catch(() => {
-    defaultBindings = undefined;
-  });
-  return defaultBindings;
+  // loadDarwinBindings loads once (and tries again after a failure).
+  return (await import('../platform/darwin/bindings.js')).loadDarwinBindings();
 }
 
 /**

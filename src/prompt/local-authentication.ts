@@ -37,6 +37,7 @@
  */
 
 import { BridgekeeperError, createError, errorMessage } from '../errors.js';
+import { loadOnce } from '../util/load-once.js';
 import { createLog } from '../util/log.js';
 import type {
   PromptBackend,
@@ -322,10 +323,8 @@ export function localAuthenticationPromptBackend(
 class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
   readonly id = 'local-authentication' as const;
   readonly #reason: (request: PromptRequest) => string;
-  readonly #loader:
-    | (() => LocalAuthenticationBindings | Promise<LocalAuthenticationBindings>)
-    | undefined;
-  #bindings: Promise<LocalAuthenticationBindings> | undefined;
+  /** The bindings, loaded on first use; a failed load is tried again next time. */
+  readonly #load: () => Promise<LocalAuthenticationBindings>;
 
   constructor(options: LocalAuthenticationBackendOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -343,8 +342,15 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
     }
     this.#reason = reason ?? localAuthenticationReason;
     if (typeof bindings === 'function') {
-      this.#loader = bindings;
-    } else if (bindings !== undefined) {
+      this.#load = loadOnce(async () => bindings());
+    } else if (bindings === undefined) {
+      // Imported on use: the package root loads no platform module. loadDarwinBindings loads
+      // once (and tries again after a failure); off macOS it rejects with
+      // ERR_UNSUPPORTED_PLATFORM before any native code is loaded.
+      this.#load = async () =>
+        (await (await import('../platform/darwin/bindings.js')).loadDarwinBindings())
+          .localAuthentication;
+    } else {
       if (
         typeof bindings !== 'object' ||
         bindings === null ||
@@ -356,7 +362,7 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
           'localAuthenticationPromptBackend: bindings must have canEvaluatePolicy and evaluatePolicy, or be a function that loads them.',
         );
       }
-      this.#bindings = Promise.resolve(bindings);
+      this.#load = () => Promise.resolve(bindings);
     }
   }
 
@@ -481,26 +487,6 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
     const secondMapping = MAPPING.get(codeOf(second));
     if (secondMapping === undefined) throw unknownCode(codeOf(second), 'canEvaluatePolicy');
     return { code: codeOf(second), outcome: preCheckOutcome(secondMapping) };
-  }
-
-  #load(): Promise<LocalAuthenticationBindings> {
-    if (this.#bindings === undefined) {
-      const loader = this.#loader;
-      const loading: Promise<LocalAuthenticationBindings> =
-        loader === undefined
-          ? // Imported on use: the package root loads no platform module. Off macOS this
-            // rejects with ERR_UNSUPPORTED_PLATFORM before any native code is loaded.
-            import('../platform/darwin/bindings.js').then(
-              async (module) => (await module.loadDarwinBindings()).localAuthentication,
-            )
-          : Promise.resolve().then(loader);
-      this.#bindings = loading;
-      // Try again next time instead of remembering the failure.
-      loading.catch(() => {
-        if (this.#bindings === loading) this.#bindings = undefined;
-      });
-    }
-    return this.#bindings;
   }
 
   #reasonFor(request: PromptRequest): string {

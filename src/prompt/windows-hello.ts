@@ -201,7 +201,8 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
   readonly #window: WindowsHelloWindow | undefined;
   readonly #message: (request: PromptRequest) => string;
   readonly #timeoutMs: number;
-  #bindings: Promise<WindowsHelloBindings> | undefined;
+  /** The bindings, loaded on first use; a failed load is tried again next time. */
+  readonly #load: () => Promise<WindowsHelloBindings>;
 
   constructor(options: WindowsHelloBackendOptions) {
     if (typeof options !== 'object' || options === null) {
@@ -228,7 +229,12 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
       );
     }
     this.#timeoutMs = timeoutMs;
-    if (options.bindings !== undefined) this.#bindings = Promise.resolve(options.bindings);
+    const { bindings } = options;
+    this.#load =
+      bindings !== undefined
+        ? () => Promise.resolve(bindings)
+        : // loadWin32Bindings loads once (and tries again after a failure).
+          async () => (await import('../platform/win32/bindings.js')).loadWin32Bindings();
   }
 
   async isAvailable(options: { signal?: AbortSignal } = {}): Promise<boolean> {
@@ -349,20 +355,6 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
   #bounded(signal: AbortSignal | undefined): AbortSignal {
     const timeout = AbortSignal.timeout(this.#timeoutMs);
     return signal ? AbortSignal.any([signal, timeout]) : timeout;
-  }
-
-  #load(): Promise<WindowsHelloBindings> {
-    if (this.#bindings === undefined) {
-      const loading: Promise<WindowsHelloBindings> = import('../platform/win32/bindings.js').then(
-        (module) => module.loadWin32Bindings(),
-      );
-      this.#bindings = loading;
-      // Try again next time instead of remembering the failure.
-      loading.catch(() => {
-        if (this.#bindings === loading) this.#bindings = undefined;
-      });
-    }
-    return this.#bindings;
   }
 
   #messageFor(request: PromptRequest): string {

@@ -30,6 +30,7 @@ import { createError, PlatformError } from '../../errors.js';
 import type { LocalAuthenticationBindings } from '../../prompt/local-authentication.js';
 import type { XpcBindings } from '../../transport/xpc.js';
 import { isCodeRequirementText } from '../../util/code-requirement.js';
+import { loadOnce } from '../../util/load-once.js';
 import { createLog } from '../../util/log.js';
 import { type BlockFactory, type BlocksKoffi, createBlockFactory } from './blocks.js';
 import type { DarwinProcessReader } from './credentials.js';
@@ -532,8 +533,6 @@ function pointerConstant(koffi: Koffi, library: KoffiLibrary, symbol: string): b
   return value;
 }
 
-let loading: Promise<DarwinBindings> | undefined;
-
 /**
  * Loads koffi and binds libSystem, CoreFoundation and Security.framework, once per process
  * (LocalAuthentication and the Objective-C runtime on first use).
@@ -547,13 +546,7 @@ let loading: Promise<DarwinBindings> | undefined;
  * const pid = bindings.getPeerPid(fd);
  * ```
  */
-export function loadDarwinBindings(): Promise<DarwinBindings> {
-  loading ??= bindDarwin();
-  loading.catch(() => {
-    loading = undefined;
-  });
-  return loading;
-}
+export const loadDarwinBindings: () => Promise<DarwinBindings> = loadOnce(() => bindDarwin());
 
 async function bindDarwin(): Promise<DarwinBindings> {
   if (process.platform !== 'darwin' || (process.arch !== 'x64' && process.arch !== 'arm64')) {

@@ -15,6 +15,7 @@
 
 import { endianness, constants as osConstants } from 'node:os';
 import { PlatformError } from '../../errors.js';
+import { loadOnce } from '../../util/load-once.js';
 import { createLog } from '../../util/log.js';
 
 const debug = createLog('bridgekeeper:linux');
@@ -128,8 +129,6 @@ interface Koffi {
   errno(): number;
 }
 
-let loading: Promise<LinuxBindings> | undefined;
-
 /**
  * Loads koffi and binds the libc functions the Linux platform needs. Resolves to the same object
  * on every call; a failed load is retried on the next call.
@@ -143,29 +142,23 @@ let loading: Promise<LinuxBindings> | undefined;
  * const { pid, uid } = bindings.getPeerCredentials(socket._handle.fd);
  * ```
  */
-export function loadLinuxBindings(): Promise<LinuxBindings> {
-  loading ??= (async () => {
-    let koffi: Koffi;
-    let libc: ReturnType<Koffi['load']>;
-    try {
-      // koffi is CommonJS at heart; its ESM entry re-exports the API as the default export.
-      koffi = ((await import('koffi')) as unknown as { default: Koffi }).default;
-      libc = loadLibc(koffi);
-    } catch (error) {
-      throw new PlatformError(
-        'ERR_UNSUPPORTED_PLATFORM',
-        `Could not load koffi or libc for ${process.platform}-${process.arch}; ` +
-          'check that the koffi package and its @koromix/koffi-linux-* binary installed.',
-        { cause: error },
-      );
-    }
-    return createBindings(koffi, libc);
-  })();
-  loading.catch(() => {
-    loading = undefined;
-  });
-  return loading;
-}
+export const loadLinuxBindings: () => Promise<LinuxBindings> = loadOnce(async () => {
+  let koffi: Koffi;
+  let libc: ReturnType<Koffi['load']>;
+  try {
+    // koffi is CommonJS at heart; its ESM entry re-exports the API as the default export.
+    koffi = ((await import('koffi')) as unknown as { default: Koffi }).default;
+    libc = loadLibc(koffi);
+  } catch (error) {
+    throw new PlatformError(
+      'ERR_UNSUPPORTED_PLATFORM',
+      `Could not load koffi or libc for ${process.platform}-${process.arch}; ` +
+        'check that the koffi package and its @koromix/koffi-linux-* binary installed.',
+      { cause: error },
+    );
+  }
+  return createBindings(koffi, libc);
+});
 
 function loadLibc(koffi: Koffi): ReturnType<Koffi['load']> {
   try {

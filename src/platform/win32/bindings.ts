@@ -16,6 +16,7 @@
  */
 
 import { abortError, createError, PlatformError, throwIfAborted } from '../../errors.js';
+import { loadOnce } from '../../util/load-once.js';
 import { createLog } from '../../util/log.js';
 
 /** A Windows HANDLE (or other pointer-sized value), as koffi 3 returns it. */
@@ -211,20 +212,12 @@ export interface Win32Bindings {
   readonly userConsent: UserConsentBindings;
 }
 
-let loading: Promise<Win32Bindings> | undefined;
-
 /**
  * Loads koffi and binds the Windows API, once.
  *
  * @throws `ERR_UNSUPPORTED_PLATFORM` when koffi or a system DLL cannot be loaded.
  */
-export function loadWin32Bindings(): Promise<Win32Bindings> {
-  loading ??= bindWin32();
-  loading.catch(() => {
-    loading = undefined;
-  });
-  return loading;
-}
+export const loadWin32Bindings: () => Promise<Win32Bindings> = loadOnce(() => bindWin32());
 
 // ---------------------------------------------------------------------------------------------
 // The koffi implementation. Everything below is internal.

@@ -21,6 +21,7 @@
 
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { loadOnce } from '../../util/load-once.js';
 import { createLog } from '../../util/log.js';
 
 const debug = createLog('bridgekeeper:polkit');
@@ -130,15 +131,7 @@ type DBusModule = typeof import('@jellybrick/dbus-next');
 type MessageBus = import('@jellybrick/dbus-next').MessageBus;
 type DBusMessage = import('@jellybrick/dbus-next').Message;
 
-let loading: Promise<DBusModule> | undefined;
-
-function loadDBus(): Promise<DBusModule> {
-  loading ??= import('@jellybrick/dbus-next');
-  loading.catch(() => {
-    loading = undefined;
-  });
-  return loading;
-}
+const loadDBus: () => Promise<DBusModule> = loadOnce(() => import('@jellybrick/dbus-next'));
 
 /** The internals of the client we rely on; checked at run time, since they are not public API. */
 interface ConnectionInternals {
