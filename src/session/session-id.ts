@@ -71,6 +71,21 @@ export class HostCache {
     return host;
   }
 
+  /**
+   * Describes the process of session `id` with `describe`, which is given the host already known
+   * for that session (if any) so it can skip the walk that finds it; remembers the host the
+   * description names when it was not known.
+   */
+  async describe<D extends { readonly host: string }>(
+    id: string,
+    describe: (knownHost: string | undefined) => D | Promise<D>,
+  ): Promise<D> {
+    const knownHost = this.get(id);
+    const description = await describe(knownHost);
+    if (knownHost === undefined) this.set(id, description.host);
+    return description;
+  }
+
   set(id: string, host: string): void {
     this.#hosts.set(id, host);
     if (this.#hosts.size > HostCache.LIMIT) {

@@ -477,9 +477,9 @@ export function createDarwinCredentialProvider(
       try {
         const derived = derive(bindings, peer, deriveOptions.signal);
         const id = derived.session.id;
-        const knownHost = hosts.get(id);
-        const process = describe(bindings, derived, knownHost);
-        if (knownHost === undefined) hosts.set(id, process.host);
+        const process = await hosts.describe(id, (knownHost) =>
+          describe(bindings, derived, knownHost),
+        );
         return { id, scope: derived.session.scope, process };
       } catch (error) {
         throw failClosed(peer.pid, error);

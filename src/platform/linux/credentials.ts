@@ -227,12 +227,12 @@ async function toCredential(
   hosts?: HostCache,
 ): Promise<SessionCredential> {
   const id = result.session.id;
-  const knownHost = hosts?.get(id);
-  const process = await describeProcess(pid, result.placement, {
-    proc,
-    ...(knownHost === undefined ? {} : { knownHost }),
-  });
-  if (knownHost === undefined) hosts?.set(id, process.host);
+  const describe = (knownHost: string | undefined) =>
+    describeProcess(pid, result.placement, {
+      proc,
+      ...(knownHost === undefined ? {} : { knownHost }),
+    });
+  const process = await (hosts ? hosts.describe(id, describe) : describe(undefined));
   return { id, scope: result.session.scope, process };
 }
 

@@ -249,14 +249,14 @@ export function createWin32CredentialProvider(
     async derive(peer, deriveOptions = {}): Promise<SessionCredential> {
       try {
         const { session, subject, anchor } = derive(bindings, peer, deriveOptions.signal);
-        const knownHost = hosts.get(session.id);
-        const process = describeWin32Process(
-          bindings,
-          subject,
-          anchor,
-          knownHost === undefined ? {} : { knownHost },
+        const process = await hosts.describe(session.id, (knownHost) =>
+          describeWin32Process(
+            bindings,
+            subject,
+            anchor,
+            knownHost === undefined ? {} : { knownHost },
+          ),
         );
-        if (knownHost === undefined) hosts.set(session.id, process.host);
         return { id: session.id, scope: session.scope, process };
       } catch (error) {
         throw failClosed(peer.pid, error);
