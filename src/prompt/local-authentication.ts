@@ -47,6 +47,7 @@ import type {
 } from './prompt-backend.js';
 import {
   ABORTED,
+  availableFrom,
   cleanPromptText,
   customPromptText,
   processForPrompt,
@@ -366,13 +367,8 @@ class LocalAuthenticationPromptBackend implements LocalAuthenticationBackend {
     }
   }
 
-  async isAvailable(options: { signal?: AbortSignal } = {}): Promise<boolean> {
-    try {
-      return (await this.diagnose(options)).available;
-    } catch (error) {
-      debug('isAvailable: %O', error);
-      return false;
-    }
+  isAvailable(options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    return availableFrom(() => this.diagnose(options), debug);
   }
 
   async diagnose(options: { signal?: AbortSignal } = {}): Promise<LocalAuthenticationDiagnosis> {

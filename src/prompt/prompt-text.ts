@@ -1,6 +1,6 @@
 /**
- * Shared by the prompt backends: text a person reads in an OS dialog, and waiting on a native
- * operation that an AbortSignal may end.
+ * Shared by the prompt backends: text a person reads in an OS dialog, waiting on a native
+ * operation that an AbortSignal may end, and `isAvailable` from a diagnosis.
  *
  * @module
  * @internal
@@ -78,5 +78,21 @@ export async function untilAborted<T>(
     return await Promise.race([promise, aborted]);
   } finally {
     signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/**
+ * A backend's `isAvailable`: whether `diagnose()` says it can prompt; an error is logged through
+ * `log` and counts as unavailable (never throws).
+ */
+export async function availableFrom(
+  diagnose: () => Promise<{ readonly available: boolean }>,
+  log: (format: string, ...args: unknown[]) => void,
+): Promise<boolean> {
+  try {
+    return (await diagnose()).available;
+  } catch (error) {
+    log('isAvailable: %O', error);
+    return false;
   }
 }

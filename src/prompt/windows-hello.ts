@@ -38,6 +38,7 @@ import type {
 } from './prompt-backend.js';
 import {
   ABORTED,
+  availableFrom,
   cleanPromptText,
   customPromptText,
   processForPrompt,
@@ -237,13 +238,8 @@ class WindowsHelloPromptBackend implements WindowsHelloBackend {
           async () => (await import('../platform/win32/bindings.js')).loadWin32Bindings();
   }
 
-  async isAvailable(options: { signal?: AbortSignal } = {}): Promise<boolean> {
-    try {
-      return (await this.diagnose(options)).available;
-    } catch (error) {
-      debug('isAvailable: %O', error);
-      return false;
-    }
+  isAvailable(options: { signal?: AbortSignal } = {}): Promise<boolean> {
+    return availableFrom(() => this.diagnose(options), debug);
   }
 
   async diagnose(options: { signal?: AbortSignal } = {}): Promise<WindowsHelloDiagnosis> {

@@ -33,7 +33,7 @@ import type {
   PromptOutcome,
   PromptRequest,
 } from '../prompt-backend.js';
-import { cleanPromptText, processForPrompt } from '../prompt-text.js';
+import { availableFrom, cleanPromptText, processForPrompt } from '../prompt-text.js';
 import { isValidPolkitActionId, polkitActionFilePath } from './action-file.js';
 import {
   ALLOW_USER_INTERACTION,
@@ -232,13 +232,8 @@ class PolkitPromptBackend implements PolkitBackend {
     );
   }
 
-  async isAvailable(options?: { signal?: AbortSignal }): Promise<boolean> {
-    try {
-      return (await this.diagnose(options)).available;
-    } catch (error) {
-      debug('isAvailable: %O', error);
-      return false;
-    }
+  isAvailable(options?: { signal?: AbortSignal }): Promise<boolean> {
+    return availableFrom(() => this.diagnose(options), debug);
   }
 
   async diagnose(options: { signal?: AbortSignal } = {}): Promise<PolkitDiagnosis> {
