@@ -33,7 +33,7 @@ import {
 import type { SessionScope } from './session/credentials.js';
 import { resolveEndpoint } from './transport/endpoint.js';
 import type { Disposable, Message, PeerIdentity, Transport } from './transport/transport.js';
-import { connectUnixSocket, socketFd } from './transport/unix-socket.js';
+import { connectUnixSocket, identifySameUserServer } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
 import { createLog } from './util/log.js';
 
@@ -291,28 +291,8 @@ export async function connect(options: ConnectOptions): Promise<Client> {
     let identify: ((socket: Socket) => PeerIdentity) | undefined;
     let platform: Platform | undefined;
     if (options.verifyServer !== false) {
-      const verifier = options.platform ?? (await loadPlatform());
-      platform = verifier;
-      const uid = process.getuid?.();
-      identify = (socket) => {
-        const fd = socketFd(socket);
-        if (fd === undefined) {
-          throw createError(
-            'ERR_SERVER_REJECTED',
-            'The connected socket exposes no file descriptor to check the app with.',
-          );
-        }
-        const peer = verifier.identifySocketPeer(fd);
-        if (uid !== undefined && peer.uid !== uid) {
-          verifier.releasePeer(peer);
-          throw createError(
-            'ERR_SERVER_REJECTED',
-            `The process listening at ${path} runs as uid ${peer.uid}, not as you (uid ${uid}). ` +
-              "Nothing was sent to it. Something may be squatting on the app's endpoint: stop it, or check the path.",
-          );
-        }
-        return peer;
-      };
+      platform = options.platform ?? (await loadPlatform());
+      identify = identifySameUserServer(platform, path, "the app's");
     }
     try {
       transport = await connectUnixSocket(path, {

@@ -5,7 +5,6 @@
  * @module
  */
 
-import type { Socket } from 'node:net';
 import {
   AuthorizationError,
   BridgekeeperError,
@@ -47,7 +46,7 @@ import type {
   Transport,
   TransportListener,
 } from './transport/transport.js';
-import { listenUnixSocket, socketFd } from './transport/unix-socket.js';
+import { identifySocketWith, listenUnixSocket } from './transport/unix-socket.js';
 import { Emitter } from './util/emitter.js';
 import { LazyAbortController } from './util/lazy-abort.js';
 import { createLog } from './util/log.js';
@@ -457,16 +456,7 @@ class BridgekeeperServer implements Server {
       const listenOptions: Parameters<typeof listenUnixSocket>[0] = {
         path,
         maxFrameBytes: this.maxFrameBytes,
-        identify: (socket: Socket) => {
-          const fd = socketFd(socket);
-          if (fd === undefined) {
-            throw createError(
-              'ERR_PEER_UNKNOWN',
-              'The accepted socket exposes no file descriptor.',
-            );
-          }
-          return platform.identifySocketPeer(fd);
-        },
+        identify: identifySocketWith(platform, 'ERR_PEER_UNKNOWN'),
         release: (peer: PeerIdentity) => platform.releasePeer(peer),
         name: this.#options.app,
       };

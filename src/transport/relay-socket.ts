@@ -12,7 +12,6 @@
  * @module
  */
 
-import type { Socket } from 'node:net';
 import { createError, throwIfAborted } from '../errors.js';
 import { loadPlatform, type Platform } from '../platform/platform.js';
 import { prepareEndpointDirectory, resolveEndpoint } from './endpoint.js';
@@ -24,7 +23,12 @@ import {
   relayListener,
 } from './relay.js';
 import type { PeerIdentity, TransportListener } from './transport.js';
-import { connectUnixSocket, listenUnixSocket, socketFd } from './unix-socket.js';
+import {
+  connectUnixSocket,
+  identifySameUserServer,
+  identifySocketWith,
+  listenUnixSocket,
+} from './unix-socket.js';
 
 /** The default frame limit between clients and the app: Bridgekeeper's own default. */
 const CLIENT_FRAME_BYTES = 1024 * 1024;
@@ -87,7 +91,7 @@ export async function listenRelay(options: ListenRelayOptions): Promise<Relay> {
   const listener = await listenUnixSocket({
     path,
     maxFrameBytes: options.maxFrameBytes ?? CLIENT_FRAME_BYTES + ENVELOPE_BYTES,
-    identify: identifyWith(platform, 'ERR_PEER_UNKNOWN'),
+    identify: identifySocketWith(platform, 'ERR_PEER_UNKNOWN'),
     release: (peer: PeerIdentity) => platform.releasePeer(peer),
     name: options.name ?? 'the relay',
     ...(signal ? { signal } : {}),
@@ -156,23 +160,10 @@ export async function connectRelay(options: ConnectRelayOptions): Promise<Transp
   const signal = AbortSignal.any(signals);
   throwIfAborted(signal, 'Connecting to the relay');
   const platform = options.platform ?? (await loadPlatform());
-  const uid = process.getuid?.();
-  const identifyRelay = identifyWith(platform, 'ERR_SERVER_REJECTED');
   const transport = await connectUnixSocket(path, {
     signal,
     maxFrameBytes: options.maxFrameBytes ?? CLIENT_FRAME_BYTES + ENVELOPE_BYTES,
-    identify: (socket) => {
-      const peer = identifyRelay(socket);
-      if (uid !== undefined && peer.uid !== uid) {
-        platform.releasePeer(peer);
-        throw createError(
-          'ERR_SERVER_REJECTED',
-          `The process listening at ${path} runs as uid ${peer.uid}, not as you (uid ${uid}). ` +
-            'Nothing was sent to it. Something may be squatting on the relay’s endpoint.',
-        );
-      }
-      return peer;
-    },
+    identify: identifySameUserServer(platform, path, "the relay's"),
     release: (peer) => platform.releasePeer(peer),
   });
   const relayPeer = transport.peer;
@@ -209,18 +200,4 @@ async function relayPath(
   const endpoint = resolveEndpoint(name);
   if (listening) await prepareEndpointDirectory(endpoint.directory);
   return endpoint.path;
-}
-
-/** Identifies the peer of a connected socket through the platform; no fd → `code`. */
-function identifyWith(
-  platform: Platform,
-  code: 'ERR_PEER_UNKNOWN' | 'ERR_SERVER_REJECTED',
-): (socket: Socket) => PeerIdentity {
-  return (socket) => {
-    const fd = socketFd(socket);
-    if (fd === undefined) {
-      throw createError(code, 'The socket exposes no file descriptor to identify its peer with.');
-    }
-    return platform.identifySocketPeer(fd);
-  };
 }

@@ -666,3 +666,56 @@ export function socketFd(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
+
+/** The part of a platform module that identifies socket peers (`Platform`). */
+interface SocketPeerIdentifier {
+  identifySocketPeer(fd: number): PeerIdentity;
+  releasePeer(peer: PeerIdentity): void;
+}
+
+/**
+ * Identifies the process on the other end of a connected Unix socket through `platform`; a
+ * socket without a file descriptor fails with `code`.
+ *
+ * @internal
+ */
+export function identifySocketWith(
+  platform: SocketPeerIdentifier,
+  code: 'ERR_PEER_UNKNOWN' | 'ERR_SERVER_REJECTED',
+): (socket: Socket) => PeerIdentity {
+  return (socket) => {
+    const fd = socketFd(socket);
+    if (fd === undefined) {
+      throw createError(code, 'The socket exposes no file descriptor to identify its peer with.');
+    }
+    return platform.identifySocketPeer(fd);
+  };
+}
+
+/**
+ * Identifies the server a client connected to at `socketPath`, through `platform`, and refuses
+ * it (`ERR_SERVER_REJECTED`, its identity released) unless it runs as this user — before anything
+ * is sent. `endpoint` names what should listen there, for the message ("the app's").
+ *
+ * @internal
+ */
+export function identifySameUserServer(
+  platform: SocketPeerIdentifier,
+  socketPath: string,
+  endpoint: string,
+): (socket: Socket) => PeerIdentity {
+  const identify = identifySocketWith(platform, 'ERR_SERVER_REJECTED');
+  const uid = process.getuid?.();
+  return (socket) => {
+    const peer = identify(socket);
+    if (uid !== undefined && peer.uid !== uid) {
+      platform.releasePeer(peer);
+      throw createError(
+        'ERR_SERVER_REJECTED',
+        `The process listening at ${socketPath} runs as uid ${peer.uid}, not as you (uid ${uid}). ` +
+          `Nothing was sent to it. Something may be squatting on ${endpoint} endpoint: stop it, or check the path.`,
+      );
+    }
+    return peer;
+  };
+}
