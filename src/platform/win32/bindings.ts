@@ -16,6 +16,7 @@
  */
 
 import { abortError, createError, PlatformError, throwIfAborted } from '../../errors.js';
+import type { WindowsHelloAvailability, WindowsHelloResult } from '../../prompt/windows-hello.js';
 import { loadOnce } from '../../util/load-once.js';
 import { createLog } from '../../util/log.js';
 
@@ -84,23 +85,11 @@ export interface SignatureCheck {
   readonly signer?: string;
 }
 
-/** `UserConsentVerifierAvailability` values. */
-export type UserConsentAvailability =
-  | 'available'
-  | 'device-not-present'
-  | 'not-configured-for-user'
-  | 'disabled-by-policy'
-  | 'device-busy';
+/** `UserConsentVerifierAvailability` values (the Windows Hello backend's own type). */
+export type UserConsentAvailability = WindowsHelloAvailability;
 
-/** `UserConsentVerificationResult` values. */
-export type UserConsentResult =
-  | 'verified'
-  | 'device-not-present'
-  | 'not-configured-for-user'
-  | 'disabled-by-policy'
-  | 'device-busy'
-  | 'retries-exhausted'
-  | 'canceled';
+/** `UserConsentVerificationResult` values (the Windows Hello backend's own type). */
+export type UserConsentResult = WindowsHelloResult;
 
 /** Windows Hello through WinRT's `UserConsentVerifier`. */
 export interface UserConsentBindings {
