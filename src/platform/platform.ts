@@ -75,7 +75,11 @@ export interface PlatformEndpoint {
  *
  * @throws `ERR_UNSUPPORTED_PLATFORM` on an OS without a module.
  */
-export const loadPlatform: () => Promise<Platform> = loadOnce(async () => {
+export function loadPlatform(): Promise<Platform> {
+  return loadPlatformOnce();
+}
+
+const loadPlatformOnce = loadOnce(async (): Promise<Platform> => {
   switch (process.platform) {
     case 'linux': {
       const linux = await import('./linux/index.js');

@@ -546,7 +546,11 @@ function pointerConstant(koffi: Koffi, library: KoffiLibrary, symbol: string): b
  * const pid = bindings.getPeerPid(fd);
  * ```
  */
-export const loadDarwinBindings: () => Promise<DarwinBindings> = loadOnce(() => bindDarwin());
+export function loadDarwinBindings(): Promise<DarwinBindings> {
+  return loadDarwinOnce();
+}
+
+const loadDarwinOnce = loadOnce(() => bindDarwin());
 
 async function bindDarwin(): Promise<DarwinBindings> {
   if (process.platform !== 'darwin' || (process.arch !== 'x64' && process.arch !== 'arm64')) {

@@ -142,7 +142,11 @@ interface Koffi {
  * const { pid, uid } = bindings.getPeerCredentials(socket._handle.fd);
  * ```
  */
-export const loadLinuxBindings: () => Promise<LinuxBindings> = loadOnce(async () => {
+export function loadLinuxBindings(): Promise<LinuxBindings> {
+  return loadLinuxOnce();
+}
+
+const loadLinuxOnce = loadOnce(async (): Promise<LinuxBindings> => {
   let koffi: Koffi;
   let libc: ReturnType<Koffi['load']>;
   try {

@@ -206,7 +206,11 @@ export interface Win32Bindings {
  *
  * @throws `ERR_UNSUPPORTED_PLATFORM` when koffi or a system DLL cannot be loaded.
  */
-export const loadWin32Bindings: () => Promise<Win32Bindings> = loadOnce(() => bindWin32());
+export function loadWin32Bindings(): Promise<Win32Bindings> {
+  return loadWin32Once();
+}
+
+const loadWin32Once = loadOnce(() => bindWin32());
 
 // ---------------------------------------------------------------------------------------------
 // The koffi implementation. Everything below is internal.
